@@ -1,0 +1,200 @@
+"""Switchboard settings, read from the environment (django-environ).
+
+With no environment at all Switchboard runs embedded: a SQLite file, a Celery broker on the
+filesystem and a local-memory cache, so one command starts everything on a fresh machine.
+``DATABASE_URL``, ``CELERY_BROKER_URL`` and ``REDIS_URL`` switch to PostgreSQL, Redis or RabbitMQ.
+Every setting is listed in the README's settings table.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from corsheaders.defaults import default_headers
+
+from config.local_secrets import local_secrets_load
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("SWITCHBOARD_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+env.read_env(BASE_DIR / ".env")  # optional; real environment variables win
+
+_fallback = (
+    {}
+    if env.str("SECRET_KEY", default="") and env.str("SWITCHBOARD_ENCRYPTION_KEYS", default="")
+    else local_secrets_load(BASE_DIR / ".local")
+)
+
+SECRET_KEY = env.str("SECRET_KEY", default=_fallback.get("SECRET_KEY", ""))
+# Fernet keys, newest first: the first encrypts, all decrypt (rotation: prepend a new key,
+# run `manage.py switchboard rotate-keys`, then drop the old one).
+SWITCHBOARD_ENCRYPTION_KEYS = env.list(
+    "SWITCHBOARD_ENCRYPTION_KEYS",
+    default=[k for k in _fallback.get("SWITCHBOARD_ENCRYPTION_KEYS", "").split(",") if k],
+)
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "integrations",
+    "streaming",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'switchboard.sqlite3'}"),
+}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Web, worker and beat share one file: wait for the writer instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Switchboard API",
+    "DESCRIPTION": "Segment-compatible ingest (/v1/*) and the delivery audit trail (/api/v1/*).",
+    "VERSION": "0.1.0",
+}
+
+# Browser SDKs (analytics.js, RudderStack JS) post from the product's own origin.
+CORS_URLS_REGEX = r"^/v1/.*$"
+CORS_ALLOW_ALL_ORIGINS = env.bool("CORS_ALLOW_ALL_ORIGINS", default=True)
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+# RudderStack's JavaScript SDK sends an AnonymousId header with every call (preflighted).
+CORS_ALLOW_HEADERS = (*default_headers, "anonymousid")
+
+# Celery: a message only wakes a lane; losing one loses nothing (the sweeper re-wakes).
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed", "control"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        # Broadcast (control) messages: kombu defaults to ./control in the working directory.
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+    }
+else:
+    # A wake-up published while the broker is down fails after one connection attempt instead
+    # of holding the ingest answer for seconds: the sweeper wakes the lane once it is back.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_max": 0.2}
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = env.str("SWITCHBOARD_QUEUE", default="switchboard")
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# Switchboard's own settings (README, "Settings").
+SWITCHBOARD_SWEEP_SECONDS = env.float("SWITCHBOARD_SWEEP_SECONDS", default=5.0)
+SWITCHBOARD_RETENTION = timedelta(days=env.int("SWITCHBOARD_RETENTION_DAYS", default=30))
+# Delivery: a worker's claim on a lane lapses this long after its last renewal (a killed worker's
+# lanes are taken over after it); retries back off from the base, doubling, up to the cap.
+SWITCHBOARD_LEASE_SECONDS = env.float("SWITCHBOARD_LEASE_SECONDS", default=60.0)
+SWITCHBOARD_RETRY_BASE_SECONDS = env.float("SWITCHBOARD_RETRY_BASE_SECONDS", default=10.0)
+SWITCHBOARD_RETRY_MAX_SECONDS = env.float("SWITCHBOARD_RETRY_MAX_SECONDS", default=300.0)
+# A sweep that waited in a backlog longer than two intervals is dropped: the next one is due.
+CELERY_BEAT_SCHEDULE = {
+    "lanes-sweep": {
+        "task": "switchboard.lanes_sweep",
+        "schedule": SWITCHBOARD_SWEEP_SECONDS,
+        "options": {"expires": 2 * SWITCHBOARD_SWEEP_SECONDS},
+    },
+    "retention-purge": {"task": "switchboard.retention_purge", "schedule": 3600.0},
+}
+SWITCHBOARD_WRITE_KEY_RATE_LIMIT = env.int("SWITCHBOARD_WRITE_KEY_RATE_LIMIT", default=0)
+SWITCHBOARD_INTERCOM_CONNECT_TIMEOUT = env.float(
+    "SWITCHBOARD_INTERCOM_CONNECT_TIMEOUT", default=5.0
+)
+SWITCHBOARD_INTERCOM_READ_TIMEOUT = env.float("SWITCHBOARD_INTERCOM_READ_TIMEOUT", default=20.0)
+# Automatic identify when the host's user model is saved: "app_label.Model" and its trait fields.
+SWITCHBOARD_IDENTIFY_MODEL = env.str("SWITCHBOARD_IDENTIFY_MODEL", default="")
+SWITCHBOARD_IDENTIFY_TRAITS = env.list("SWITCHBOARD_IDENTIFY_TRAITS", default=["email"])
+# The source (by name) that calls of the Python API (streaming.analytics) go to by default.
+SWITCHBOARD_PYTHON_SOURCE = env.str("SWITCHBOARD_PYTHON_SOURCE", default="")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,414 @@
+"""The operator's console for the control plane: sources, write keys, destinations, syncs.
+
+Secrets are write-only (integrations/forms.py). Write keys are issued through a dedicated page
+that shows the plaintext once and is never cached; "Check connection" asks Intercom's GET /me and
+records the answer on the destination's health fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.http import require_POST
+
+from integrations import services
+from integrations.forms import (
+    DestinationForm,
+    PropertyMappingInlineForm,
+    PropertyMappingInlineFormSet,
+    SourceForm,
+    SyncForm,
+    WriteKeyInlineForm,
+    WriteKeyIssueForm,
+)
+from integrations.models import Destination, EventFilter, PropertyMapping, Source, Sync, WriteKey
+
+
+def _log(request: HttpRequest, obj: Any, action_flag: int, message: str) -> None:
+    LogEntry.objects.log_actions(
+        user_id=request.user.pk,
+        queryset=[obj],
+        action_flag=action_flag,
+        change_message=message,
+        single_object=True,
+    )
+
+
+# --- sources and write keys ----------------------------------------------------------------
+
+
+class WriteKeyInline(admin.TabularInline):
+    model = WriteKey
+    form = WriteKeyInlineForm
+    fields = ["prefix_shown", "label", "status", "created_at", "last_used_at", "revoke"]
+    readonly_fields = ["prefix_shown", "status", "created_at", "last_used_at"]
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "Write keys (issue a new one with the button at the top right)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # keys are issued through the one-time page, never typed in
+
+    @admin.display(description="Key")
+    def prefix_shown(self, key: WriteKey) -> str:
+        return f"{key.prefix}…"
+
+    @admin.display(description="Status")
+    def status(self, key: WriteKey) -> str:
+        return "active" if key.is_active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
+
+
+@admin.register(Source)
+class SourceAdmin(admin.ModelAdmin):
+    form = SourceForm
+    list_display = ["name", "kind", "enabled", "active_write_keys", "created_at"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["name", "write_keys__label", "write_keys__prefix"]
+    inlines = [WriteKeyInline]
+    actions = ["issue_write_keys"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = ["name", "kind", "enabled", "webhook_secret"]
+        if obj is not None and obj.webhook_secret:
+            fields.append("clear_webhook_secret")  # only when there is something to clear
+        return fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Source]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                active_keys=Count("write_keys", filter=Q(write_keys__revoked_at__isnull=True))
+            )
+        )
+
+    @admin.display(description="Active write keys", ordering="active_keys")
+    def active_write_keys(self, source: Source) -> int | str:
+        return source.active_keys if source.kind == Source.Kind.HTTP else "-"
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.issue_write_key_view)
+        return [
+            path("<path:object_id>/issue-write-key/", view, name="integrations_source_issue_key"),
+            *super().get_urls(),
+        ]
+
+    def issue_write_key_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        source = get_object_or_404(Source, pk=object_id)
+        if not self.has_change_permission(request, source):
+            raise PermissionDenied
+        if source.kind != Source.Kind.HTTP:
+            raise Http404("Only HTTP sources have write keys.")
+        form = WriteKeyIssueForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            key, plaintext = services.write_key_issue(
+                source=source, label=form.cleaned_data["label"]
+            )
+            _log(request, source, CHANGE, f"Issued write key {key.prefix}…")
+            return self._issued_page(request, [(source, key, plaintext)])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Issue a new write key for {source}",
+            "opts": self.opts,
+            "original": source,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/integrations/write_key_issue.html", context)
+
+    def _issued_page(
+        self, request: HttpRequest, issued: list[tuple[Source, WriteKey, str]]
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "New write key" if len(issued) == 1 else "New write keys",
+            "opts": self.opts,
+            "issued": issued,
+        }
+        response = TemplateResponse(request, "admin/integrations/write_key_issued.html", context)
+        # The only page that ever shows a key: no browser or proxy may keep a copy.
+        add_never_cache_headers(response)
+        response["Cache-Control"] += ", no-store"
+        return response
+
+    @admin.action(description="Issue a new write key (shown once)")
+    def issue_write_keys(self, request: HttpRequest, queryset: QuerySet[Source]) -> Any:
+        issued = []
+        for source in queryset:
+            if source.kind != Source.Kind.HTTP:
+                self.message_user(
+                    request, f"{source} is not an HTTP source: no key issued.", messages.WARNING
+                )
+                continue
+            key, plaintext = services.write_key_issue(source=source, label="")
+            _log(request, source, CHANGE, f"Issued write key {key.prefix}…")
+            issued.append((source, key, plaintext))
+        return self._issued_page(request, issued) if issued else None
+
+
+class ActiveKeyFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("revoked", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[WriteKey]) -> QuerySet[WriteKey]:
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(WriteKey)
+class WriteKeyAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "source", "label", "status", "created_at", "last_used_at"]
+    list_filter = [ActiveKeyFilter, "source"]
+    search_fields = ["label", "prefix", "source__name"]
+    fields = ["source", "prefix", "label", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["source", "prefix", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # issue keys from the source's page: that is where the plaintext is shown
+
+    @admin.display(description="Status")
+    def status(self, key: WriteKey) -> str:
+        return "active" if key.is_active else "revoked"
+
+    @admin.action(description="Revoke the selected write keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[WriteKey]) -> None:
+        revoked = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            services.write_key_revoke(write_key=key)  # one by one: each drops its cache entry
+            _log(request, key, CHANGE, "Revoked.")
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} write key(s).", messages.SUCCESS)
+
+
+# --- destinations ---------------------------------------------------------------------------
+
+
+@admin.register(Destination)
+class DestinationAdmin(admin.ModelAdmin):
+    form = DestinationForm
+    list_display = [
+        "name",
+        "region",
+        "api_base_url",
+        "api_version",
+        "workspace_name",
+        "health",
+        "last_checked_at",
+    ]
+    list_filter = ["region", "api_version"]
+    search_fields = ["name", "base_url", "workspace_name"]
+    readonly_fields = [
+        "workspace_name",
+        "last_checked_at",
+        "last_success_at",
+        "last_error",
+        "last_error_at",
+        "auth_failed_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["name", "region", "base_url", "api_version"]}),
+        (
+            "Secrets (write-only)",
+            {
+                "fields": [
+                    "access_token",
+                    "identity_verification_secret",
+                    "clear_identity_verification_secret",
+                ]
+            },
+        ),
+        ("Health", {"fields": readonly_fields}),
+    ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not obj.identity_verification_secret:
+            # The "clear" box only exists when there is something to clear.
+            fieldsets = [
+                (
+                    name,
+                    {**opts, "fields": [f for f in opts["fields"] if not f.startswith("clear_")]},
+                )
+                for name, opts in fieldsets
+            ]
+        return fieldsets
+
+    @admin.display(description="Health")
+    def health(self, destination: Destination) -> str:
+        if destination.auth_failed_at:
+            return "token rejected (401): deliveries held"
+        if destination.last_error_at and (
+            not destination.last_success_at
+            or destination.last_error_at > destination.last_success_at
+        ):
+            return f"error: {destination.last_error[:80]}"
+        return "ok" if destination.last_success_at else "never used"
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(require_POST(self.check_connection_view))
+        return [
+            path(
+                "<path:object_id>/check-connection/",
+                view,
+                name="integrations_destination_check_connection",
+            ),
+            *super().get_urls(),
+        ]
+
+    def check_connection_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        destination = get_object_or_404(Destination, pk=object_id)
+        if not self.has_change_permission(request, destination):
+            raise PermissionDenied
+        ok, text = destination_check(destination=destination)
+        self.message_user(request, text, messages.SUCCESS if ok else messages.ERROR)
+        return HttpResponseRedirect(
+            reverse("admin:integrations_destination_change", args=[destination.pk])
+        )
+
+
+def destination_check(*, destination: Destination) -> tuple[bool, str]:
+    """Ask Intercom who the token belongs to (GET /me); record and describe the answer."""
+    from integrations.intercom.client import IntercomClient, classify
+
+    result = IntercomClient.from_destination(destination).me()
+    verdict = classify(result)
+    now = timezone.now()
+    destination.last_checked_at = now
+    fields = ["last_checked_at"]
+    if verdict.kind == "success":
+        body = result.body if isinstance(result.body, dict) else {}
+        app = body.get("app") if isinstance(body.get("app"), dict) else {}
+        destination.workspace_name = str(app.get("name") or "")[:200]
+        destination.last_success_at = now
+        destination.auth_failed_at = None
+        fields += ["workspace_name", "last_success_at", "auth_failed_at"]
+        admin_name = body.get("name") or "?"
+        email = f" <{body['email']}>" if body.get("email") else ""
+        text = (
+            f"Connected to Intercom workspace “{destination.workspace_name or '?'}” "
+            f"as admin {admin_name}{email}."
+        )
+    else:
+        status = f"HTTP {result.status}" if result.status is not None else "no answer"
+        reason = ": ".join(part for part in (verdict.code, verdict.message) if part)
+        text = f"Intercom check failed ({status}): {reason or 'no details'}"
+        destination.last_error = text
+        destination.last_error_at = now
+        fields += ["last_error", "last_error_at"]
+        if verdict.kind == "auth":
+            destination.auth_failed_at = now
+            fields.append("auth_failed_at")
+    destination.save(update_fields=fields)
+    return verdict.kind == "success", text
+
+
+# --- syncs -----------------------------------------------------------------------------------
+
+
+class EventFilterInline(admin.TabularInline):
+    model = EventFilter
+    fields = ["action", "event_name", "field", "operator", "value"]
+    extra = 0
+
+
+class PropertyMappingInline(admin.TabularInline):
+    model = PropertyMapping
+    form = PropertyMappingInlineForm
+    formset = PropertyMappingInlineFormSet
+    fields = ["target", "source_path", "intercom_name"]
+    extra = 0
+
+
+@admin.register(Sync)
+class SyncAdmin(admin.ModelAdmin):
+    form = SyncForm
+    list_display = [
+        "name",
+        "status",
+        "source_names",
+        "destination",
+        "send_users",
+        "send_events",
+        "send_companies",
+    ]
+    list_filter = ["status", "destination", "sources", "send_users", "send_events"]
+    list_select_related = ["destination"]
+    search_fields = ["name", "destination__name", "sources__name"]
+    filter_horizontal = ["sources"]
+    inlines = [EventFilterInline, PropertyMappingInline]
+    actions = ["pause", "enable"]
+    fieldsets = [
+        (None, {"fields": ["name", "status", "sources", "destination"]}),
+        ("What to send", {"fields": ["send_users", "send_events", "send_companies"]}),
+        (
+            "Identity",
+            {"fields": ["match_by", "external_id_path", "contact_role", "anonymous"]},
+        ),
+        (
+            "Behaviour",
+            {
+                "fields": [
+                    "missing_contact",
+                    "page_handling",
+                    "update_last_seen",
+                    "unknown_attributes",
+                    "send_all_properties",
+                    "retry_window",
+                ]
+            },
+        ),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Sync]:
+        return super().get_queryset(request).prefetch_related("sources")
+
+    @admin.display(description="Sources")
+    def source_names(self, sync: Sync) -> str:
+        return ", ".join(source.name for source in sync.sources.all())
+
+    @admin.action(description="Pause the selected syncs")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Sync]) -> None:
+        self._set_status(request, queryset, Sync.Status.PAUSED)
+
+    @admin.action(description="Enable the selected syncs")
+    def enable(self, request: HttpRequest, queryset: QuerySet[Sync]) -> None:
+        self._set_status(request, queryset, Sync.Status.ENABLED)
+
+    def _set_status(self, request: HttpRequest, queryset: QuerySet[Sync], status: str) -> None:
+        for sync in queryset.exclude(status=status):
+            sync.status = status
+            sync.save(update_fields=["status"])
+            _log(request, sync, CHANGE, f"Status set to {status}.")
+        self.message_user(request, f"Syncs now {status}.", messages.SUCCESS)
+
+
+@admin.register(EventFilter)
+class EventFilterAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "sync", "action", "event_name", "field", "operator", "value"]
+    list_filter = ["action", "operator", "sync"]
+    search_fields = ["event_name", "field", "value", "sync__name"]
+    list_select_related = ["sync"]
+
+
+@admin.register(PropertyMapping)
+class PropertyMappingAdmin(admin.ModelAdmin):
+    list_display = ["intercom_name", "source_path", "target", "sync"]
+    list_filter = ["target", "sync"]
+    search_fields = ["intercom_name", "source_path", "sync__name"]
+    list_select_related = ["sync"]

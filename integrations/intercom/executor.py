@@ -1,0 +1,577 @@
+"""Perform a ``Plan`` against Intercom with the client: the stateful half of the mapping.
+
+``plan_execute`` walks the plan's operations in order. It resolves the contact once (ContactLink
+cache -> find by external id or search -> create, 409 -> take the id -> PUT), makes sure custom
+attributes exist before they are written, keeps to the 120 event names, and reports every HTTP
+exchange to the ``ExchangeRecorder`` before and after it happens. Intercom answers that end the
+delivery are raised as the client's typed errors; everything else becomes the ``Outcome``.
+
+Intercom quirks handled here, with where they come from:
+- ``POST /contacts`` answers 409 "A contact matching those details already exists with id=<id>"
+  when the search index has not caught up (SOURCE.md): the id is taken and the contact updated.
+- Merged contacts answer 410 ``contact_merged`` with ``Link: </contacts/<id>>; rel="canonical"``
+  (GET /contacts/{id} in the API description): the surviving contact is used and cached.
+- Archived contacts answer 404 to writes: a cached or conflicting id that 404s is unarchived
+  (``POST /contacts/{id}/unarchive``) and written again; if that 404s too it is gone, and the
+  cache entry is forgotten and the contact resolved again.
+- Custom attributes must exist before they are written (400 otherwise): they are created first,
+  or dropped and reported, per the sync; a 400 about an attribute refreshes the names once.
+- Leads cannot be found by external id (find_by_external_id is for users) and events for leads
+  need Intercom's ``id``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+from integrations.intercom.client import (
+    IntercomClient,
+    PermanentError,
+    Result,
+    RetryableError,
+    error_details,
+    error_for,
+)
+from integrations.intercom.operations import (
+    CompanyAttach,
+    CompanyDetach,
+    CompanyUpsert,
+    ContactDelete,
+    ContactMerge,
+    ContactTouch,
+    ContactUpsert,
+    DestinationState,
+    EventCreate,
+    ExchangeRecorder,
+    Identity,
+    Operation,
+    Plan,
+)
+
+EVENT_NAME_LIMIT = 120
+_CONFLICT_ID = re.compile(r"already exists with id=([A-Za-z0-9_-]+)")
+_LINK_ID = re.compile(r"/contacts/([^/>?;]+)>")
+Model = Literal["contact", "company"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a plan came to. ``reason`` lists anything not sent (shown on the delivery)."""
+
+    status: Literal["succeeded", "skipped"]
+    reason: str = ""
+    contact_id: str | None = None
+
+
+def plan_execute(
+    *,
+    plan: Plan,
+    client: IntercomClient,
+    state: DestinationState,
+    recorder: ExchangeRecorder,
+) -> Outcome:
+    """Send one plan. Raises ``RetryableError``/``PermanentError`` (and subclasses) from the client."""
+    if not plan.operations:
+        return Outcome("skipped", plan.skip_reason or "nothing to send")
+    return _Execution(plan=plan, client=client, state=state, recorder=recorder).run()
+
+
+def conflict_contact_id(result: Result) -> str | None:
+    """The existing contact's id from a 409 ``conflict`` answer, if the message names one."""
+    _, message = error_details(result)
+    match = _CONFLICT_ID.search(message or result.excerpt)
+    return match.group(1) if match else None
+
+
+def merged_contact_id(result: Result) -> str | None:
+    """The surviving contact's id from a 410 ``contact_merged`` answer's Link header."""
+    link = result.headers.get("Link") or result.headers.get("link") or ""
+    match = _LINK_ID.search(link)
+    return match.group(1) if match else None
+
+
+def _is_attribute_error(result: Result) -> bool:
+    code, message = error_details(result)
+    return result.status == 400 and "attribute" in message.lower() and code != "conflict"
+
+
+class _Execution:
+    """The state of one plan's execution (the resolved contact, companies, notes)."""
+
+    def __init__(
+        self,
+        *,
+        plan: Plan,
+        client: IntercomClient,
+        state: DestinationState,
+        recorder: ExchangeRecorder,
+    ) -> None:
+        self.plan = plan
+        self.client = client
+        self.state = state
+        self.recorder = recorder
+        self.notes: list[str] = [f"{d.field}: {d.reason}" for d in plan.dropped]
+        self.sent = 0  # operations that reached Intercom successfully
+        self.contact_id: str | None = None
+        self.cached: tuple[str, str] | None = None
+        self.companies: dict[str, str] = {}  # our company_id -> Intercom id
+        self.known_attributes: dict[str, set[str]] = {}
+        self.dropped_attributes: set[tuple[str, str]] = set()
+        self.attributes_refreshed: set[str] = set()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> Identity:
+        if self.plan.identity is None:
+            raise PermanentError("this call has no identity to find the Intercom contact by")
+        return self.plan.identity
+
+    def send(
+        self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None
+    ) -> Result:
+        handle = self.recorder.started(
+            method=method, url=self.client.url_for(path, params), body=body
+        )
+        result = self.client.request(method, path, body=body, params=params)
+        self.recorder.finished(handle, result)
+        return result
+
+    def run(self) -> Outcome:
+        if self.plan.identity is not None:
+            self.cached = self.state.contact_get(self.plan.identity.user_key)
+        operations = list(self.plan.operations)
+        upserts = [op for op in operations if isinstance(op, ContactUpsert)]
+        unchanged = [
+            op for op in upserts if self.cached is not None and self.cached[1] == op.fingerprint
+        ]
+        if unchanged and len(unchanged) == len(operations):
+            # The change detection that makes a warm identify cost zero calls.
+            return Outcome("skipped", "unchanged", self.cached[0] if self.cached else None)
+        operations = [op for op in operations if op not in unchanged]
+        for operation in operations:
+            self.perform(operation)
+        reason = "; ".join(self.notes)
+        if self.sent == 0:
+            return Outcome("skipped", reason or "nothing was sent", self.contact_id)
+        return Outcome("succeeded", reason, self.contact_id)
+
+    def perform(self, operation: Operation) -> None:
+        if isinstance(operation, ContactUpsert):
+            self.contact_upsert(operation)
+        elif isinstance(operation, ContactTouch):
+            self.contact_touch(operation)
+        elif isinstance(operation, EventCreate):
+            self.event_create(operation)
+        elif isinstance(operation, CompanyUpsert):
+            self.company_upsert(operation)
+        elif isinstance(operation, CompanyAttach):
+            self.company_attach(operation)
+        elif isinstance(operation, CompanyDetach):
+            self.company_detach(operation)
+        elif isinstance(operation, ContactMerge):
+            self.contact_merge(operation)
+        elif isinstance(operation, ContactDelete):
+            self.contact_delete(operation)
+        else:  # pragma: no cover - the Operation union is closed
+            raise TypeError(f"unknown operation {operation!r}")
+
+    # --- custom attributes ----------------------------------------------------------------
+
+    def attribute_names_load(self, model: Model, *, fresh: bool = False) -> set[str]:
+        names = None if fresh else self.state.attribute_names(model)
+        if names is None:
+            result = self.send("GET", "/data_attributes", params={"model": model})
+            if not result.ok:
+                raise error_for(result)
+            names = {
+                item["name"]
+                for item in (result.body or {}).get("data", [])
+                if item.get("custom") and item.get("model", model) == model
+            }
+            self.state.attribute_names_set(model, set(names))
+        self.known_attributes[model] = set(names)
+        return self.known_attributes[model]
+
+    def attributes_ensure(
+        self, model: Model, values: dict[str, Any], *, fresh: bool = False
+    ) -> dict:
+        """The custom attributes that may be written, creating or dropping unknown ones."""
+        if not values:
+            return {}
+        known = (
+            self.known_attributes.get(model)
+            if not fresh and model in self.known_attributes
+            else self.attribute_names_load(model, fresh=fresh)
+        )
+        assert known is not None
+        allowed: dict[str, Any] = {}
+        created = False
+        for name, value in values.items():
+            if name in known:
+                allowed[name] = value
+                continue
+            data_type = self.plan.attribute_types.get((model, name))
+            if self.plan.unknown_attributes != "create" or data_type is None:
+                if (model, name) not in self.dropped_attributes:
+                    self.dropped_attributes.add((model, name))
+                    why = "the sync drops unknown attributes"
+                    if data_type is None:
+                        why = "its type is unknown"
+                    self.notes.append(
+                        f"{model} attribute {name!r} not sent: it does not exist in Intercom "
+                        f"and {why}"
+                    )
+                continue
+            result = self.send(
+                "POST",
+                "/data_attributes",
+                body={"name": name, "model": model, "data_type": data_type},
+            )
+            _, message = error_details(result)
+            if not result.ok and not (result.status == 400 and "already have" in message):
+                raise error_for(result, creating=True)
+            known.add(name)
+            created = True
+            allowed[name] = value
+        if created:
+            self.state.attribute_names_set(model, set(known))
+        return allowed
+
+    def attribute_error_recover(self, model: Model, result: Result) -> bool:
+        """A 400 about an attribute: refresh the names once per model. True to try again."""
+        if not _is_attribute_error(result) or model in self.attributes_refreshed:
+            return False
+        self.attributes_refreshed.add(model)
+        self.attribute_names_load(model, fresh=True)
+        return True
+
+    # --- contacts -------------------------------------------------------------------------
+
+    def contact_find(self, identity: Identity, *, use_cache: bool = True) -> str | None:
+        """The Intercom id of the identity's contact, without creating it."""
+        if use_cache:
+            cached = (
+                self.cached
+                if identity == self.plan.identity
+                else self.state.contact_get(identity.user_key)
+            )
+            if cached is not None:
+                return cached[0]
+        if identity.role == "user" and identity.external_id:
+            path = "/contacts/find_by_external_id/" + quote(identity.external_id, safe="")
+            result = self.send("GET", path)
+            if result.ok:
+                return str(result.body["id"])
+            if result.status == 404:
+                return None
+            if result.status == 410 and merged_contact_id(result):
+                return merged_contact_id(result)
+            raise error_for(result)
+        # Search lags minutes behind creation; a miss here is settled by the 409 on create.
+        if identity.external_id:
+            field, value = "external_id", identity.external_id
+        elif identity.email:
+            field, value = "email", identity.email
+        else:
+            return None
+        query = {
+            "operator": "AND",
+            "value": [
+                {"field": field, "operator": "=", "value": value},
+                {"field": "role", "operator": "=", "value": identity.role},
+            ],
+        }
+        result = self.send("POST", "/contacts/search", body={"query": query})
+        if not result.ok:
+            raise error_for(result)
+        data = (result.body or {}).get("data") or []
+        return str(data[0]["id"]) if data else None
+
+    def contact_write(self, *, fields: dict[str, Any], custom_attributes: dict[str, Any]) -> str:
+        """PUT the plan's contact, or POST it when it cannot be found; returns its id."""
+        identity = self.identity
+        contact_id = self.contact_id or self.contact_find(identity)
+        attributes = self.attributes_ensure("contact", custom_attributes)
+        resolved_fresh = False
+        for _ in range(8):
+            body = dict(fields)
+            if attributes:
+                body["custom_attributes"] = attributes
+            if contact_id is None:
+                create_body = {"role": identity.role}
+                if identity.external_id:
+                    create_body["external_id"] = identity.external_id
+                if identity.email:
+                    create_body["email"] = identity.email
+                result = self.send("POST", "/contacts", body={**create_body, **body})
+                if result.ok:
+                    contact_id = str(result.body["id"])
+                    break
+                if result.status == 409 and conflict_contact_id(result):
+                    contact_id = conflict_contact_id(result)
+                    continue
+                if self.attribute_error_recover("contact", result):
+                    attributes = self.attributes_ensure("contact", custom_attributes)
+                    continue
+                raise error_for(result, creating=True)
+            if not body:
+                break  # nothing to write: the contact exists, which is all the caller needs
+            result = self.send("PUT", f"/contacts/{contact_id}", body=body)
+            if result.ok:
+                break
+            if result.status == 410 and merged_contact_id(result):
+                contact_id = merged_contact_id(result)
+                continue
+            if result.status == 404:
+                if self.contact_unarchive(contact_id):
+                    continue
+                self.state.contact_forget(identity.user_key)
+                self.cached = None
+                if resolved_fresh:
+                    contact_id = None
+                else:
+                    resolved_fresh = True
+                    contact_id = self.contact_find(identity, use_cache=False)
+                continue
+            if self.attribute_error_recover("contact", result):
+                attributes = self.attributes_ensure("contact", custom_attributes)
+                continue
+            raise error_for(result)
+        else:
+            raise RetryableError(f"could not settle the Intercom contact for {identity.user_key!r}")
+        self.contact_id = contact_id
+        return contact_id
+
+    def contact_unarchive(self, contact_id: str) -> bool:
+        """True when the contact existed archived and is now active again."""
+        result = self.send("POST", f"/contacts/{contact_id}/unarchive")
+        if result.ok:
+            return True
+        if result.status in (404, 410):
+            return False
+        raise error_for(result)
+
+    def contact_remember(self, fingerprint: str | None = None) -> None:
+        """Cache the contact id; keep the fingerprint unless a ContactUpsert just sent one."""
+        identity = self.identity
+        if self.contact_id is None:
+            return
+        if fingerprint is None:
+            fingerprint = (
+                self.cached[1] if self.cached and self.cached[0] == self.contact_id else ""
+            )
+        self.state.contact_set(identity.user_key, self.contact_id, identity.role, fingerprint)
+        self.cached = (self.contact_id, fingerprint)
+
+    def contact_ensure(self) -> str:
+        """The contact's id, creating a minimal contact when it does not exist."""
+        if self.contact_id is None:
+            self.contact_write(fields={}, custom_attributes={})
+            self.contact_remember()
+        assert self.contact_id is not None
+        return self.contact_id
+
+    def contact_upsert(self, operation: ContactUpsert) -> None:
+        self.contact_write(
+            fields=dict(operation.fields), custom_attributes=dict(operation.custom_attributes)
+        )
+        self.contact_remember(operation.fingerprint)
+        self.sent += 1
+
+    def contact_touch(self, operation: ContactTouch) -> None:
+        self.contact_write(fields={"last_seen_at": operation.last_seen_at}, custom_attributes={})
+        self.contact_remember()
+        self.sent += 1
+
+    def contact_merge(self, operation: ContactMerge) -> None:
+        lead_key = operation.lead_key
+        lead_identity = Identity(
+            user_key=lead_key,
+            external_id=None if "@" in lead_key else lead_key,
+            email=lead_key if "@" in lead_key else None,
+            role="lead",
+        )
+        lead_id = self.contact_find(lead_identity)
+        user_id = self.contact_id or self.contact_find(self.identity)
+        if lead_id is None or user_id is None:
+            missing, key = (
+                ("lead", lead_key) if lead_id is None else ("user", self.identity.user_key)
+            )
+            self.notes.append(f"merge skipped: the {missing} {key!r} does not exist in Intercom")
+            return
+        result = self.send(
+            "POST",
+            "/contacts/merge",
+            # alias is the app saying both are one person; Intercom otherwise only merges
+            # contacts sharing an email or phone.
+            body={"from": lead_id, "into": user_id, "skip_duplicate_validation": True},
+        )
+        if not result.ok:
+            raise error_for(result)
+        self.contact_id = user_id
+        self.state.contact_forget(lead_key)
+        self.contact_remember()
+        self.sent += 1
+
+    def contact_delete(self, operation: ContactDelete) -> None:
+        identity = self.identity
+        contact_id = self.contact_id or self.contact_find(identity)
+        for _ in range(3):
+            if contact_id is None:
+                break
+            result = self.send("DELETE", f"/contacts/{contact_id}")
+            if result.ok:
+                self.state.contact_forget(identity.user_key)
+                self.contact_id = contact_id
+                self.sent += 1
+                return
+            if result.status == 410 and merged_contact_id(result):
+                contact_id = merged_contact_id(result)
+                continue
+            if result.status == 404:
+                self.state.contact_forget(identity.user_key)
+                contact_id = self.contact_find(identity, use_cache=False) if self.cached else None
+                self.cached = None
+                continue
+            raise error_for(result)
+        self.notes.append("no such contact")
+
+    # --- events ---------------------------------------------------------------------------
+
+    def event_create(self, operation: EventCreate) -> None:
+        name = operation.event_name
+        known = self.state.event_names()
+        if name not in known and len(known) >= EVENT_NAME_LIMIT:
+            raise PermanentError(
+                f"event {name!r} not sent: the workspace already has {EVENT_NAME_LIMIT} event "
+                "names (Intercom's limit); archive unused ones in Intercom or filter this event",
+                code="event_name_limit",
+            )
+        identity = self.identity
+        for attempt in range(3):
+            body: dict[str, Any] = {"event_name": name, "created_at": operation.created_at}
+            if identity.role == "lead":
+                lead_id = self.contact_id or self.contact_find(identity)
+                if lead_id is None:
+                    result = None
+                else:
+                    body["id"] = lead_id
+            elif identity.external_id:
+                body["user_id"] = identity.external_id
+            else:
+                body["email"] = identity.email
+            if operation.metadata:
+                body["metadata"] = dict(operation.metadata)
+            if "id" in body or identity.role != "lead":
+                result = self.send("POST", "/events", body=body)
+                if result.ok:
+                    if name not in known:
+                        self.state.event_name_add(name)
+                    self.sent += 1
+                    return
+                if result.status != 404:
+                    raise error_for(result)
+            # The contact is missing (404, or a lead we cannot find).
+            if operation.missing_contact == "skip":
+                self.notes.append(
+                    f"event {name!r} skipped: no Intercom contact for {identity.user_key!r}"
+                )
+                return
+            if operation.missing_contact == "retry" or attempt == 2:
+                raise RetryableError(
+                    f"event {name!r}: no Intercom contact for {identity.user_key!r} yet",
+                    status=result.status if result is not None else None,
+                    code="contact_missing",
+                    excerpt=result.excerpt if result is not None else "",
+                )
+            if attempt == 1 and self.contact_id is not None:
+                # Created or found, yet events still 404: an archived contact.
+                self.contact_unarchive(self.contact_id)
+                continue
+            # The cached id may be the stale one that made the event 404: resolve afresh.
+            self.contact_id = None
+            self.cached = None
+            self.contact_ensure()
+
+    # --- companies ------------------------------------------------------------------------
+
+    def company_upsert(self, operation: CompanyUpsert) -> None:
+        custom = dict(operation.custom_attributes)
+        attributes = self.attributes_ensure("company", custom)
+        for _ in range(2):
+            body: dict[str, Any] = {"company_id": operation.company_id, **operation.fields}
+            if attributes:
+                body["custom_attributes"] = attributes
+            result = self.send("POST", "/companies", body=body)
+            if result.ok:
+                self.companies[operation.company_id] = str(result.body["id"])
+                self.sent += 1
+                return
+            if self.attribute_error_recover("company", result):
+                attributes = self.attributes_ensure("company", custom)
+                continue
+            break
+        raise error_for(result)
+
+    def company_find(self, company_id: str) -> str | None:
+        if company_id in self.companies:
+            return self.companies[company_id]
+        result = self.send("GET", "/companies", params={"company_id": company_id})
+        if result.status == 404:
+            return None
+        if not result.ok:
+            raise error_for(result)
+        body = result.body or {}
+        # The API description answers a list; older versions answered the company itself.
+        if body.get("type") == "list":
+            matches = [c for c in body.get("data") or [] if c.get("company_id") == company_id]
+            if not matches:
+                return None
+            body = matches[0]
+        self.companies[company_id] = str(body["id"])
+        return self.companies[company_id]
+
+    def company_attach(self, operation: CompanyAttach) -> None:
+        company = self.company_find(operation.company_id)
+        if company is None:
+            raise PermanentError(
+                f"company {operation.company_id!r} does not exist in Intercom; it is created "
+                "by a group call",
+                status=404,
+                code="not_found",
+            )
+        for attempt in range(2):
+            contact_id = self.contact_ensure()
+            result = self.send("POST", f"/contacts/{contact_id}/companies", body={"id": company})
+            if result.ok:
+                self.sent += 1
+                return
+            if attempt == 0 and result.status in (404, 410):
+                # A stale cached id: resolve the contact again.
+                self.state.contact_forget(self.identity.user_key)
+                self.cached = None
+                self.contact_id = merged_contact_id(result) if result.status == 410 else None
+                continue
+            raise error_for(result)
+
+    def company_detach(self, operation: CompanyDetach) -> None:
+        company = self.company_find(operation.company_id)
+        contact_id = self.contact_id or self.contact_find(self.identity)
+        if company is None or contact_id is None:
+            missing = "company" if company is None else "contact"
+            self.notes.append(
+                f"detach from {operation.company_id!r} skipped: no such {missing} in Intercom"
+            )
+            return
+        result = self.send("DELETE", f"/contacts/{contact_id}/companies/{company}")
+        if result.status == 404:
+            self.notes.append(f"detach from {operation.company_id!r}: not attached")
+            return
+        if not result.ok:
+            raise error_for(result)
+        self.contact_id = contact_id
+        self.sent += 1

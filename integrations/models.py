@@ -1,0 +1,446 @@
+"""The control-plane models an operator edits in the admin (DESIGN.md, "Domain vocabulary").
+
+Everything is validated when saved (``clean()``), so a bad sync cannot be saved rather than
+failing at delivery time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import timedelta
+
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from django.db import models
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+from django.utils import timezone
+
+from integrations.encryption import EncryptedTextField
+
+INTERCOM_EVENTS = "[Intercom] *"  # the names the webhook source gives imported activity
+
+
+class Source(models.Model):
+    """Where calls come from: the HTTP API (write keys) or an Intercom webhook (client secret)."""
+
+    class Kind(models.TextChoices):
+        HTTP = "http", "HTTP API (write keys)"
+        INTERCOM_WEBHOOK = "intercom_webhook", "Intercom webhook"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.HTTP)
+    enabled = models.BooleanField(default=True)
+    webhook_secret = EncryptedTextField(
+        blank=True,
+        help_text="Intercom webhooks only: the app's client secret, used to verify X-Hub-Signature.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        super().save(*args, **kwargs)
+        # Authentication caches keys with their source (enabled, kind): drop the stale copies.
+        if self.pk:
+            for key_hash in self.write_keys.values_list("key_hash", flat=True):
+                write_key_cache_forget(key_hash=key_hash)
+
+    def clean(self) -> None:
+        if self.kind == self.Kind.HTTP and self.webhook_secret:
+            raise ValidationError(
+                {"webhook_secret": "Only Intercom webhook sources have a secret; clear it."}
+            )
+        if self.kind == self.Kind.INTERCOM_WEBHOOK and not self.webhook_secret:
+            raise ValidationError(
+                {"webhook_secret": "An Intercom webhook source needs the app's client secret."}
+            )
+
+
+def write_key_hash(key: str) -> str:
+    # Write keys are 32 random bytes: a plain SHA-256 cannot be brute-forced and keeps the
+    # per-request lookup a single indexed equality.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def write_key_cache_name(*, key_hash: str) -> str:
+    """The cache entry holding an authenticated key (see services.write_key_authenticate)."""
+    return f"switchboard:write-key:{key_hash}"
+
+
+def write_key_cache_forget(*, key_hash: str) -> None:
+    cache.delete(write_key_cache_name(key_hash=key_hash))
+
+
+class WriteKeyManager(models.Manager["WriteKey"]):
+    def issue(self, *, source: Source, label: str = "") -> tuple[WriteKey, str]:
+        """Create a key and return it with its plaintext, which is never stored nor shown again."""
+        plaintext = "sb_" + secrets.token_urlsafe(32)
+        key = self.create(
+            source=source, label=label, prefix=plaintext[:10], key_hash=write_key_hash(plaintext)
+        )
+        return key, plaintext
+
+
+class WriteKey(models.Model):
+    """One of an HTTP source's write keys; several may be active at once to rotate them."""
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="write_keys")
+    label = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=12, editable=False, help_text="Enough to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WriteKeyManager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.label or self.source.name})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        super().save(*args, **kwargs)
+        # A revoked key must stop authenticating at once, in every process sharing the cache.
+        write_key_cache_forget(key_hash=self.key_hash)
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+
+@receiver(post_delete, sender=WriteKey)
+def _write_key_deleted(*, instance: WriteKey, **kwargs: object) -> None:
+    # A signal, not delete(): deleting a source removes its keys by cascade, without delete().
+    write_key_cache_forget(key_hash=instance.key_hash)
+
+
+class Destination(models.Model):
+    """One Intercom workspace (app)."""
+
+    class Region(models.TextChoices):
+        US = "us", "US (api.intercom.io)"
+        EU = "eu", "EU (api.eu.intercom.io)"
+        AU = "au", "Australia (api.au.intercom.io)"
+        CUSTOM = "custom", "Custom base URL (sandbox, proxy)"
+
+    REGION_BASE_URLS = {
+        Region.US: "https://api.intercom.io",
+        Region.EU: "https://api.eu.intercom.io",
+        Region.AU: "https://api.au.intercom.io",
+    }
+    API_VERSIONS = [(v, v) for v in ("2.10", "2.11", "2.12", "2.13", "2.14", "2.15", "2.16")]
+
+    name = models.CharField(max_length=100, unique=True)
+    region = models.CharField(max_length=10, choices=Region.choices, default=Region.US)
+    base_url = models.URLField(
+        blank=True, help_text="Only for the custom region, e.g. http://127.0.0.1:8765."
+    )
+    access_token = EncryptedTextField(help_text="Write-only. Leave blank to keep the stored token.")
+    api_version = models.CharField(max_length=5, choices=API_VERSIONS, default="2.16")
+    identity_verification_secret = EncryptedTextField(
+        blank=True, help_text="Optional; used to compute user_hash for the Messenger."
+    )
+    # Health, written by the data plane after each exchange and by "Check connection".
+    workspace_name = models.CharField(
+        max_length=200, blank=True, editable=False, help_text="As Intercom's GET /me names it."
+    )
+    last_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_success_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
+    auth_failed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Set when Intercom answered 401; deliveries are held until the token changes.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def api_base_url(self) -> str:
+        if self.region == self.Region.CUSTOM:
+            return self.base_url.rstrip("/")
+        return self.REGION_BASE_URLS[self.region]
+
+    def clean(self) -> None:
+        if self.region == self.Region.CUSTOM:
+            if not self.base_url:
+                raise ValidationError({"base_url": "The custom region needs a base URL."})
+            try:
+                URLValidator(schemes=["http", "https"])(self.base_url)
+            except ValidationError:
+                raise ValidationError(
+                    {"base_url": "Enter an http:// or https:// URL, e.g. http://127.0.0.1:8765."}
+                ) from None
+        elif self.base_url:
+            raise ValidationError(
+                {"base_url": "A base URL is only used with the custom region; clear it."}
+            )
+        if not self.access_token:
+            raise ValidationError({"access_token": "An Intercom access token is required."})
+
+
+class Sync(models.Model):
+    """Source(s) -> Destination, and how calls become Intercom requests."""
+
+    class Status(models.TextChoices):
+        ENABLED = "enabled", "Enabled"
+        PAUSED = "paused", "Paused"
+
+    class MatchBy(models.TextChoices):
+        EXTERNAL_ID = "external_id", "external_id (a user property)"
+        EMAIL = "email", "Email"
+
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        LEAD = "lead", "Lead"
+
+    class MissingContact(models.TextChoices):
+        CREATE = "create", "Create a minimal contact, then send"
+        RETRY = "retry", "Retry within the retry window"
+        SKIP = "skip", "Skip with a reason"
+
+    class Anonymous(models.TextChoices):
+        DROP = "drop", "Drop calls without a userId"
+        ANONYMOUS_ID = "anonymous_id", "Use anonymousId as external_id"
+
+    class PageHandling(models.TextChoices):
+        IGNORE = "ignore", "Ignore (skipped)"
+        LAST_SEEN = "last_seen", "Update the contact's last seen"
+        EVENT = "event", "Send as an event 'Viewed <name>'"
+
+    class UnknownAttributes(models.TextChoices):
+        CREATE = "create", "Create them in Intercom"
+        DROP = "drop", "Drop them (with a reason)"
+
+    name = models.CharField(max_length=100, unique=True)
+    sources = models.ManyToManyField(Source, related_name="syncs")
+    destination = models.ForeignKey(Destination, on_delete=models.PROTECT, related_name="syncs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ENABLED)
+    send_users = models.BooleanField(default=True, help_text="identify -> contacts")
+    send_events = models.BooleanField(default=True, help_text="track -> data events")
+    send_companies = models.BooleanField(default=True, help_text="group -> companies")
+    match_by = models.CharField(max_length=12, choices=MatchBy.choices, default=MatchBy.EXTERNAL_ID)
+    external_id_path = models.CharField(
+        max_length=200,
+        default="userId",
+        help_text="Which field is Intercom's external_id: userId, or a path like traits.account_id.",
+    )
+    contact_role = models.CharField(max_length=5, choices=Role.choices, default=Role.USER)
+    missing_contact = models.CharField(
+        max_length=10, choices=MissingContact.choices, default=MissingContact.CREATE
+    )
+    anonymous = models.CharField(max_length=15, choices=Anonymous.choices, default=Anonymous.DROP)
+    page_handling = models.CharField(
+        max_length=10, choices=PageHandling.choices, default=PageHandling.IGNORE
+    )
+    update_last_seen = models.BooleanField(
+        default=False, help_text="Set last_seen_at from the identify call's timestamp."
+    )
+    unknown_attributes = models.CharField(
+        max_length=10, choices=UnknownAttributes.choices, default=UnknownAttributes.CREATE
+    )
+    send_all_properties = models.BooleanField(
+        default=False,
+        help_text="Send every trait/property, not only the mapped ones (still within Intercom's "
+        "limits).",
+    )
+    retry_window = models.DurationField(default=timedelta(hours=4))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.status == self.Status.ENABLED
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        creating = self._state.adding
+        super().save(*args, **kwargs)
+        if creating:
+            # Events imported from Intercom must never be sent back into it (a loop).
+            self.filters.create(action=EventFilter.Action.EXCLUDE, event_name=INTERCOM_EVENTS)
+
+    def clean(self) -> None:
+        # clean() runs even when clean_fields() failed: a bad window is reported there.
+        if isinstance(self.retry_window, timedelta) and not (
+            timedelta(minutes=1) <= self.retry_window <= timedelta(days=7)
+        ):
+            raise ValidationError({"retry_window": "Between 1 minute and 7 days."})
+        if not re.fullmatch(
+            r"(userId|anonymousId|(traits|properties|context)(\.[\w-]+)+)",
+            self.external_id_path or "",
+        ):
+            raise ValidationError(
+                {
+                    "external_id_path": "userId, anonymousId, or traits.<name> / properties.<name> / "
+                    "context.<name>."
+                }
+            )
+
+
+EVENT_NAME_MAX = 255
+FIELD_PATH_RE = re.compile(r"(userId|anonymousId|event|(properties|traits|context)(\.[^.\s]+)+)")
+
+
+class EventFilter(models.Model):
+    """Which calls a sync sends.
+
+    A filter matches a call when its event-name pattern (if any) matches the event name and its
+    condition (if any) holds. A call is sent when it matches no exclude filter and, if the sync
+    has include filters, at least one of them. Name patterns only concern calls with a name
+    (track, page, screen); identify, group and alias are judged by condition-only filters.
+    """
+
+    class Action(models.TextChoices):
+        INCLUDE = "include", "Include"
+        EXCLUDE = "exclude", "Exclude"
+
+    class Operator(models.TextChoices):
+        EXISTS = "exists", "exists"
+        NOT_EXISTS = "not_exists", "does not exist"
+        EQUALS = "eq", "="
+        NOT_EQUALS = "ne", "!="
+        CONTAINS = "contains", "contains"
+        IN = "in", "in (comma-separated)"
+        GREATER = "gt", ">"
+        LESS = "lt", "<"
+
+    VALUELESS_OPERATORS = {Operator.EXISTS, Operator.NOT_EXISTS}
+
+    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="filters")
+    action = models.CharField(max_length=7, choices=Action.choices, default=Action.INCLUDE)
+    event_name = models.CharField(
+        max_length=EVENT_NAME_MAX,
+        blank=True,
+        help_text="Event name pattern; * matches anything (e.g. 'Order *'). Blank: any call.",
+    )
+    field = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Condition on userId, properties.x, traits.x or context.x (dots for nesting).",
+    )
+    operator = models.CharField(max_length=10, choices=Operator.choices, blank=True)
+    value = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["sync", "id"]
+
+    def __str__(self) -> str:
+        parts = [self.get_action_display()]
+        if self.event_name:
+            parts.append(f"event {self.event_name!r}")
+        if self.field:
+            parts.append(f"where {self.field} {self.get_operator_display()} {self.value}".strip())
+        return " ".join(parts)
+
+    def clean(self) -> None:
+        if not self.event_name and not self.field:
+            raise ValidationError("Give an event name pattern, a condition, or both.")
+        if self.field:
+            if not FIELD_PATH_RE.fullmatch(self.field):
+                raise ValidationError(
+                    {
+                        "field": "Use userId, anonymousId, event, or properties./traits./context. "
+                        "followed by a dotted path."
+                    }
+                )
+            if not self.operator:
+                raise ValidationError({"operator": "A condition needs an operator."})
+            if self.operator not in self.VALUELESS_OPERATORS and self.value == "":
+                raise ValidationError({"value": "This operator needs a value."})
+            if self.operator in (self.Operator.GREATER, self.Operator.LESS):
+                try:
+                    float(self.value)
+                except ValueError:
+                    raise ValidationError({"value": "> and < compare numbers."}) from None
+        elif self.operator or self.value:
+            raise ValidationError({"field": "An operator or value needs a field."})
+
+
+# Intercom attribute names: letters, digits, underscores, hyphens and currency symbols other than
+# '$' (reserved, like '.', by Intercom's data model); we also forbid spaces to keep names stable.
+INTERCOM_NAME_RE = re.compile(r"[\w\-¢£¤¥€₹₽₩]+")
+METADATA_KEYS_MAX = 10  # POST /events metadata, per Intercom's API description
+
+
+class PropertyMapping(models.Model):
+    """One trait or property selected to become Intercom metadata or a custom attribute."""
+
+    class Target(models.TextChoices):
+        EVENT_METADATA = "event_metadata", "Event metadata"
+        CONTACT_ATTRIBUTE = "contact_attribute", "Contact custom attribute"
+        COMPANY_ATTRIBUTE = "company_attribute", "Company custom attribute"
+
+    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="mappings")
+    target = models.CharField(max_length=20, choices=Target.choices)
+    source_path = models.CharField(
+        max_length=200, help_text="properties.plan, traits.company.size, context.device.model"
+    )
+    intercom_name = models.CharField(
+        max_length=190, help_text="The metadata key or custom attribute name in Intercom."
+    )
+
+    class Meta:
+        ordering = ["sync", "target", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sync", "target", "intercom_name"], name="mapping_unique_intercom_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_path} -> {self.intercom_name} ({self.get_target_display()})"
+
+    def clean(self) -> None:
+        if not re.fullmatch(r"(properties|traits|context)(\.[^.\s]+)+", self.source_path or ""):
+            raise ValidationError(
+                {
+                    "source_path": "Start with properties., traits. or context., e.g. properties.plan."
+                }
+            )
+        if not INTERCOM_NAME_RE.fullmatch(self.intercom_name or ""):
+            raise ValidationError(
+                {
+                    "intercom_name": "Intercom names use letters, digits, '_' , '-' and currency "
+                    "symbols other than '$'; no spaces, dots or '$'."
+                }
+            )
+        # The admin's inline formset counts the unsaved siblings itself and sets this flag,
+        # because the rows in the database are not what the operator is about to save.
+        if getattr(self, "siblings_checked", False):
+            return
+        if self.target == self.Target.EVENT_METADATA and self.sync_id:
+            others = PropertyMapping.objects.filter(
+                sync_id=self.sync_id, target=self.Target.EVENT_METADATA
+            ).exclude(pk=self.pk)
+            if others.count() >= METADATA_KEYS_MAX:
+                raise ValidationError(
+                    f"Intercom keeps at most {METADATA_KEYS_MAX} metadata keys per event; this "
+                    "sync already maps that many."
+                )

@@ -1,0 +1,1 @@
+"""Data plane: ingest, the delivery queue of record, Celery tasks, the audit trail and metrics."""

@@ -1,0 +1,438 @@
+"""The Segment-compatible ingest API: POST /v1/identify, track, group, page, screen, alias, batch.
+
+It follows Segment's HTTP Tracking API, so the Segment and RudderStack SDKs work when their host
+points at Switchboard: the write key is the HTTP Basic username (empty password) or ``writeKey``
+in the body, bodies may be gzip-compressed, and errors answer ``{"code", "message"}`` as the
+SDKs expect. Each view parses, authenticates, validates (``streaming.segment``) and calls one
+service (``streaming.ingest.events_ingest``); 200 means the events are committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import zlib
+from typing import Any, ClassVar
+
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import serializers, status
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import APIException, AuthenticationFailed
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from integrations.models import WriteKey
+from integrations.services import write_key_authenticate
+from streaming.ingest import events_ingest
+from streaming.ratelimit_ingest import write_key_rate_check
+from streaming.segment import (
+    MAX_BATCH_BYTES,
+    MAX_CALL_BYTES,
+    InvalidCall,
+    batch_normalise,
+    call_normalise,
+)
+
+NO_KEY_MESSAGE = (
+    "Missing write key: send it as the HTTP Basic username with an empty password, "
+    "or as writeKey in the JSON body."
+)
+BAD_KEY_MESSAGE = "Invalid write key: unknown, revoked, or its source is disabled."
+
+
+class IngestError(APIException):
+    """An answer other than 200, in the shape the Segment SDKs read (``code`` and ``message``)."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        errors: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.errors = errors
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {"success": False, "code": self.code, "message": self.message}
+        if self.errors is not None:
+            answer["errors"] = self.errors
+        return answer
+
+
+class WriteKeyAuthentication(BaseAuthentication):
+    """HTTP Basic with the write key as the username and an empty password (Segment's scheme).
+
+    Returns ``(None, WriteKey)``; no header means "not authenticated yet" because the key may
+    still come in the body. A header with an unknown or revoked key fails at once, before the
+    body is read.
+    """
+
+    def authenticate(self, request: Request) -> tuple[None, WriteKey] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded.strip():
+            return None
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise IngestError(401, "unauthorized", "Malformed HTTP Basic credentials.") from None
+        key = decoded.partition(":")[0]
+        if not key:
+            return None
+        write_key = write_key_authenticate(key=key)
+        if write_key is None:
+            raise IngestError(
+                401, "unauthorized", BAD_KEY_MESSAGE, headers={"WWW-Authenticate": "Basic"}
+            )
+        return None, write_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Basic realm="Switchboard write key"'
+
+
+class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "streaming.api.WriteKeyAuthentication"
+    name = "writeKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": "The write key as the username, an empty password. A `writeKey` "
+            "field in the body is accepted too.",
+        }
+
+
+# --- documentation shapes (OpenAPI only: validation is streaming.segment, shared with Python) ---
+
+
+class _CallFields(serializers.Serializer):
+    userId = serializers.CharField(required=False, help_text="userId or anonymousId is required.")
+    anonymousId = serializers.CharField(required=False)
+    messageId = serializers.CharField(
+        required=False, help_text="Idempotency key per source; generated when absent."
+    )
+    timestamp = serializers.DateTimeField(
+        required=False, help_text="When it happened; kept as sent (backfills)."
+    )
+    originalTimestamp = serializers.DateTimeField(
+        required=False,
+        help_text="The client's clock; corrected by receivedAt - (sentAt - originalTimestamp).",
+    )
+    sentAt = serializers.DateTimeField(required=False)
+    context = serializers.DictField(required=False)
+    integrations = serializers.DictField(
+        required=False, help_text='Per-call opt-outs, e.g. {"Intercom": false}.'
+    )
+    writeKey = serializers.CharField(required=False, help_text="Instead of HTTP Basic.")
+
+
+class IdentifyCall(_CallFields):
+    traits = serializers.DictField(required=False)
+
+
+class TrackCall(_CallFields):
+    event = serializers.CharField(max_length=255)
+    properties = serializers.DictField(required=False)
+
+
+class GroupCall(_CallFields):
+    groupId = serializers.CharField()
+    traits = serializers.DictField(required=False)
+
+
+class PageCall(_CallFields):
+    name = serializers.CharField(required=False)
+    category = serializers.CharField(required=False)
+    properties = serializers.DictField(required=False)
+
+
+class ScreenCall(_CallFields):
+    name = serializers.CharField(required=False)
+    properties = serializers.DictField(required=False)
+
+
+class AliasCall(_CallFields):
+    previousId = serializers.CharField()
+    userId = serializers.CharField()
+
+
+class BatchBody(serializers.Serializer):
+    batch = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="Calls, each with its `type` (identify, track, group, page, screen, alias).",
+    )
+    context = serializers.DictField(required=False, help_text="Shared by every call.")
+    integrations = serializers.DictField(required=False, help_text="Shared by every call.")
+    sentAt = serializers.DateTimeField(required=False)
+    writeKey = serializers.CharField(required=False)
+
+
+class Accepted(serializers.Serializer):
+    success = serializers.BooleanField()
+    duplicate = serializers.BooleanField(
+        help_text="True when this messageId was already stored (acknowledged, not stored again)."
+    )
+
+
+class RejectedItem(serializers.Serializer):
+    index = serializers.IntegerField()
+    reason = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+class BatchAccepted(serializers.Serializer):
+    success = serializers.BooleanField()
+    accepted = serializers.IntegerField(help_text="Calls newly stored.")
+    duplicates = serializers.IntegerField(help_text="Calls whose messageId was already stored.")
+    rejected = RejectedItem(many=True)
+
+
+class ErrorAnswer(serializers.Serializer):
+    success = serializers.BooleanField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+    errors = serializers.JSONField(required=False)
+
+
+_ERRORS = {
+    400: OpenApiResponse(ErrorAnswer, description="Malformed JSON or invalid fields."),
+    401: OpenApiResponse(ErrorAnswer, description="Missing, unknown or revoked write key."),
+    413: OpenApiResponse(ErrorAnswer, description="Over 32 KB a call or 500 KB a batch."),
+    429: OpenApiResponse(ErrorAnswer, description="Write key rate limit; see Retry-After."),
+}
+
+
+class _IngestView(APIView):
+    authentication_classes = [WriteKeyAuthentication]
+    permission_classes = [AllowAny]
+    # Declared for the OpenAPI schema only: the view reads the raw body itself (gzip, size
+    # limits) and never touches request.data.
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+    throttle_classes: ClassVar[list] = []
+    max_bytes = MAX_CALL_BYTES
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, IngestError):
+            return Response(exc.body(), status=exc.status_code, headers=exc.headers)
+        if isinstance(exc, AuthenticationFailed):
+            exc = IngestError(401, "unauthorized", str(exc.detail))
+            return Response(exc.body(), status=401)
+        return super().handle_exception(exc)
+
+    def _body(self, request: Request) -> Any:
+        """The decoded JSON body: gunzipped, within ``max_bytes``, or an IngestError."""
+        limit = self.max_bytes
+        too_large = IngestError(
+            413, "payload_too_large", f"The body may be at most {limit} bytes (uncompressed)."
+        )
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            raise too_large  # refused before reading it
+        raw = request.body
+        encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+        if encoding == "gzip":
+            # Bounded: a small gzip bomb must not inflate into memory.
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                data = inflater.decompress(raw, limit + 1)
+            except zlib.error:
+                raise IngestError(400, "invalid_gzip", "The body is not valid gzip.") from None
+            if len(data) > limit:
+                raise too_large
+            if not inflater.eof:
+                raise IngestError(400, "invalid_gzip", "The gzip body is truncated.")
+        elif encoding in ("", "identity"):
+            data = raw
+        else:
+            raise IngestError(
+                400, "unsupported_encoding", f"Content-Encoding {encoding!r}: use gzip or none."
+            )
+        if len(data) > limit:
+            raise too_large
+        try:
+            return json.loads(data)
+        except RecursionError:
+            raise IngestError(400, "invalid_json", "The body is nested too deeply.") from None
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise IngestError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from None
+
+    def _write_key(self, request: Request, body: Any) -> WriteKey:
+        write_key = request.auth
+        if write_key is None:
+            key = body.get("writeKey") if isinstance(body, dict) else None
+            if not isinstance(key, str) or not key:
+                raise IngestError(
+                    401, "unauthorized", NO_KEY_MESSAGE, headers={"WWW-Authenticate": "Basic"}
+                )
+            write_key = write_key_authenticate(key=key)
+            if write_key is None:
+                raise IngestError(401, "unauthorized", BAD_KEY_MESSAGE)
+        wait = write_key_rate_check(key_id=write_key.pk)
+        if wait is not None:
+            raise IngestError(
+                429,
+                "rate_limited",
+                "Too many calls for this write key; retry after the delay in Retry-After.",
+                # analytics.js reads X-RateLimit-Reset (seconds), the others Retry-After.
+                headers={
+                    "Retry-After": str(max(1, math.ceil(wait))),
+                    "X-RateLimit-Reset": str(max(1, math.ceil(wait))),
+                },
+            )
+        return write_key
+
+
+class CallView(_IngestView):
+    """One call of the type named by the URL."""
+
+    call_type: ClassVar[str]
+
+    def post(self, request: Request) -> Response:
+        received_at = timezone.now()
+        body = self._body(request)
+        write_key = self._write_key(request, body)
+        try:
+            call = call_normalise(body, call_type=self.call_type, received_at=received_at)
+        except InvalidCall as exc:
+            raise IngestError(400, "invalid_call", str(exc), errors=exc.errors) from None
+        result = events_ingest(source=write_key.source, calls=[call], received_at=received_at)
+        return Response({"success": True, "duplicate": bool(result.duplicates)})
+
+
+def _call_view(call_type: str, request: type[serializers.Serializer], summary: str) -> type:
+    example = {
+        "identify": {"userId": "u-42", "traits": {"email": "ada@example.com", "plan": "pro"}},
+        "track": {"userId": "u-42", "event": "Order Completed", "properties": {"total": 42.5}},
+        "group": {"userId": "u-42", "groupId": "acme", "traits": {"name": "Acme", "plan": "pro"}},
+        "page": {"userId": "u-42", "name": "Pricing", "properties": {"path": "/pricing"}},
+        "screen": {"userId": "u-42", "name": "Settings"},
+        "alias": {"previousId": "anon-7", "userId": "u-42"},
+    }[call_type]
+
+    def post(self: CallView, request: Request) -> Response:
+        return CallView.post(self, request)
+
+    view = type(f"{call_type.title()}View", (CallView,), {"call_type": call_type, "post": post})
+    # A function of its own per view: extend_schema annotates the function it decorates.
+    view.post = extend_schema(
+        operation_id=f"v1_{call_type}",
+        summary=summary,
+        tags=["ingest"],
+        request=request,
+        responses={200: Accepted, **_ERRORS},
+        examples=[OpenApiExample(call_type, value=example, request_only=True)],
+    )(view.post)
+    return view
+
+
+IdentifyView = _call_view("identify", IdentifyCall, "Who a user is (upserts the Intercom contact)")
+TrackView = _call_view("track", TrackCall, "Something a user did (an Intercom data event)")
+GroupView = _call_view("group", GroupCall, "The company a user belongs to")
+PageView = _call_view("page", PageCall, "A web page view")
+ScreenView = _call_view("screen", ScreenCall, "A mobile screen view")
+AliasView = _call_view("alias", AliasCall, "Merge an anonymous identity into a user")
+
+
+class BatchView(_IngestView):
+    """Many calls in one request: valid ones are stored, invalid ones reported by index."""
+
+    max_bytes = MAX_BATCH_BYTES
+
+    @extend_schema(
+        operation_id="v1_batch",
+        summary="Many calls at once (what the SDKs send); /v1/import is the same",
+        tags=["ingest"],
+        request=BatchBody,
+        responses={
+            200: OpenApiResponse(
+                BatchAccepted, description="Valid calls stored; each rejected one listed."
+            ),
+            **_ERRORS,
+        },
+        examples=[
+            OpenApiExample(
+                "batch",
+                request_only=True,
+                value={
+                    "batch": [
+                        {"type": "identify", "userId": "u-42", "traits": {"email": "a@b.co"}},
+                        {"type": "track", "userId": "u-42", "event": "Signed Up"},
+                    ]
+                },
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        received_at = timezone.now()
+        body = self._body(request)
+        write_key = self._write_key(request, body)
+        try:
+            calls, rejected = batch_normalise(body, received_at=received_at)
+        except InvalidCall as exc:
+            raise IngestError(400, "invalid_batch", str(exc), errors=exc.errors) from None
+        answer_rejected = [
+            {"index": r.index, "reason": r.reason, "errors": r.errors} for r in rejected
+        ]
+        if rejected and not calls:
+            raise IngestError(
+                400,
+                "invalid_batch",
+                "No call in the batch is valid; nothing was stored.",
+                errors={"rejected": answer_rejected},
+            )
+        result = events_ingest(source=write_key.source, calls=calls, received_at=received_at)
+        return Response(
+            {
+                "success": True,
+                "accepted": len(result.event_ids),
+                "duplicates": len(result.duplicates),
+                "rejected": answer_rejected,
+            },
+            status=status.HTTP_200_OK,
+        )
+
+
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="v1_import",
+        summary="Historical calls (backfill): the same as /v1/batch",
+    )
+)
+class ImportView(BatchView):
+    """Segment's name for backfills; calls carry their own ``timestamp``."""
+
+
+def short_path_view(view: type[_IngestView]) -> type[_IngestView]:
+    """The same view under analytics.js's one-letter path (/v1/t, /v1/b, ...), not in the schema.
+
+    Segment's browser SDK posts each call to ``<apiHost>/<first letter of the type>`` and batches
+    to ``<apiHost>/b``, as text/plain (no CORS preflight) with the write key in the body.
+    """
+    return extend_schema_view(post=extend_schema(exclude=True))(
+        type(f"Short{view.__name__}", (view,), {})
+    )

@@ -1,0 +1,111 @@
+"""The delivery audit trail over HTTP: ``GET /api/v1/users/{user_id}/deliveries``.
+
+"What did we send to Intercom about user X, when, and what did Intercom say?" for support tools.
+Token (``Authorization: Token <key>``, rest_framework.authtoken) or session authentication; only
+users holding ``streaming.view_delivery``. Newest first, paginated (``?page=``). It shows what
+the attempt log holds and nothing more: never a request header, token or secret.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import generics, permissions, serializers
+from rest_framework.request import Request
+
+from streaming.models import Delivery, DeliveryAttempt, Event
+from streaming.replay import TEST_MESSAGE_PREFIX
+
+
+class CanViewDeliveries(permissions.BasePermission):
+    message = "You need the 'Can view delivery' permission (streaming.view_delivery)."
+
+    def has_permission(self, request: Request, view: object) -> bool:
+        return bool(request.user and request.user.has_perm("streaming.view_delivery"))
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    messageId = serializers.CharField(source="message_id")  # noqa: N815 (Segment's spelling)
+    name = serializers.CharField(source="event_name")
+    userId = serializers.CharField(source="user_id")  # noqa: N815
+    receivedAt = serializers.DateTimeField(source="received_at")  # noqa: N815
+
+    class Meta:
+        model = Event
+        fields = ["id", "type", "name", "timestamp", "messageId", "userId", "receivedAt"]
+
+
+class AuditAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeliveryAttempt
+        fields = [
+            "id",
+            "started_at",
+            "method",
+            "url",
+            "status_code",
+            "response_excerpt",
+            "duration_ms",
+            "category",
+            "error_code",
+        ]
+
+
+class AuditSyncSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    destination = serializers.CharField(source="destination.name")
+
+
+class AuditDeliverySerializer(serializers.ModelSerializer):
+    event = AuditEventSerializer()
+    sync = AuditSyncSerializer()
+    attempts = AuditAttemptSerializer(source="attempt_log", many=True)
+    tries = serializers.IntegerField(source="attempts")
+    test = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "status",
+            "reason",
+            "tries",
+            "created_at",
+            "completed_at",
+            "next_attempt_at",
+            "test",
+            "event",
+            "sync",
+            "attempts",
+        ]
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_test(self, delivery: Delivery) -> bool:
+        return delivery.event.message_id.startswith(TEST_MESSAGE_PREFIX)
+
+
+class UserDeliveriesView(generics.ListAPIView):
+    """Every delivery about one user, newest first, each with its event and HTTP attempts.
+
+    A user is matched by the events' ``userId`` and by the lane key a sync chose for them (an
+    external id taken from a trait, or an email for syncs matching by email).
+    """
+
+    serializer_class = AuditDeliverySerializer
+    permission_classes = [permissions.IsAuthenticated, CanViewDeliveries]
+
+    def get_queryset(self) -> QuerySet[Delivery]:
+        user_id = self.kwargs["user_id"]
+        # Two indexed lookups united, rather than one OR across a join that could use neither.
+        by_event = Delivery.objects.filter(event__user_id=user_id).values("id")
+        by_key = Delivery.objects.filter(user_key=user_id).values("id")
+        return (
+            Delivery.objects.filter(id__in=by_event.union(by_key))
+            .select_related("event", "sync__destination")
+            .prefetch_related(
+                Prefetch("attempt_log", queryset=DeliveryAttempt.objects.order_by("id"))
+            )
+            .order_by("-created_at", "-id")
+        )

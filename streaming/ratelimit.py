@@ -1,0 +1,294 @@
+"""One rate limiter per Intercom destination, shared by every worker (DESIGN.md, invariant 4).
+
+Intercom counts calls in windows (10 seconds for the per-app and per-workspace limits) and tells
+each answer how many calls the current window allows (``X-RateLimit-Limit``), how many are left
+(``X-RateLimit-Remaining``) and when it resets (``X-RateLimit-Reset``, Unix seconds). The headers
+are the truth: some accounts have lower limits than the documented ones, so no constant is
+assumed. Until a first answer has told us the limit, one call at a time goes out; answers
+without the headers mean there is no limit.
+
+The limiter counts, per window, the calls the workers have started. An answer's headers lower the
+count of calls left (never raise it within a window) after subtracting the calls still in flight,
+because Intercom has not counted those yet. A new window is only assumed ``RESET_GUARD`` seconds
+after the announced reset, since the header has a whole-second resolution and a call sent early
+would be counted in the old, spent window. With ``REDIS_URL`` the state lives in Redis and one Lua
+script per call keeps it consistent across processes and machines (Redis's clock is the one
+clock); without it (the embedded single-machine mode) it lives in the process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from django.conf import settings
+
+WINDOW_SECONDS = 10.0  # Intercom's window, used until an answer tells us the real reset time
+RESET_GUARD = 1.0
+# A call that never reported back (its worker died) stops counting as in flight after this.
+IN_FLIGHT_TTL = 60.0
+LONGEST_SLEEP = 1.0  # re-check at least this often: another worker's answer may change things
+
+
+class RateLimiter(Protocol):
+    def acquire(self) -> None: ...
+
+    def observe(self, rate_limit: Any, status: int | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The rate-limit headers of one answer, as plain numbers (any of them may be missing)."""
+
+    limit: int | None
+    remaining: int | None
+    reset_at: float | None
+
+    @classmethod
+    def from_headers(cls, rate_limit: Any) -> Observation:
+        """Accept the client's rate-limit object, a header mapping, or None."""
+        if rate_limit is None:
+            return cls(None, None, None)
+        if isinstance(rate_limit, dict):
+            lowered = {str(k).lower(): v for k, v in rate_limit.items()}
+            values = (
+                lowered.get("x-ratelimit-limit", lowered.get("limit")),
+                lowered.get("x-ratelimit-remaining", lowered.get("remaining")),
+                lowered.get("x-ratelimit-reset", lowered.get("reset_at", lowered.get("reset"))),
+            )
+        else:
+            values = (
+                getattr(rate_limit, "limit", None),
+                getattr(rate_limit, "remaining", None),
+                getattr(rate_limit, "reset_at", getattr(rate_limit, "reset", None)),
+            )
+        limit, remaining, reset_at = (_number(v) for v in values)
+        return cls(
+            int(limit) if limit is not None else None,
+            int(remaining) if remaining is not None else None,
+            _epoch(reset_at),
+        )
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None and value != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value)
+
+
+# Limit -1: not known yet, one call at a time until an answer tells; 0: answers carry no limit.
+# KEYS[1]: state hash, KEYS[2]: in-flight sorted set. ARGV: call id, window, guard, in-flight ttl.
+# Returns how long to wait in seconds ("0": go, the call is counted).
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window, guard, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+redis.call('EXPIRE', KEYS[2], 86400)
+local limit = tonumber(redis.call('HGET', KEYS[1], 'limit') or '-1')
+if limit < 0 and redis.call('ZCARD', KEYS[2]) > 0 then
+  return tostring(PROBE_WAIT)
+end
+if limit <= 0 then
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  return '0'
+end
+local window_end = tonumber(redis.call('HGET', KEYS[1], 'window_end') or '0')
+local remaining = tonumber(redis.call('HGET', KEYS[1], 'remaining') or '0')
+if now >= window_end + guard then
+  window_end = now + window
+  remaining = limit - redis.call('ZCARD', KEYS[2])
+  redis.call('HSET', KEYS[1], 'window_end', tostring(window_end))
+end
+if remaining <= 0 then
+  redis.call('HSET', KEYS[1], 'remaining', tostring(remaining))
+  return tostring(window_end + guard - now)
+end
+redis.call('HSET', KEYS[1], 'remaining', tostring(remaining - 1))
+redis.call('EXPIRE', KEYS[1], 86400)
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+return '0'
+""".replace("PROBE_WAIT", "0.02")
+
+# ARGV: limit, remaining, reset_at ('' when absent), status, window, guard.
+_OBSERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZPOPMIN', KEYS[2])
+local limit, remaining, reset_at = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local status, window, guard = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local state = redis.call('HMGET', KEYS[1], 'limit', 'window_end', 'remaining')
+local known_limit = tonumber(state[1] or '-1')
+local window_end = tonumber(state[2] or '0')
+local left = tonumber(state[3] or '0')
+local in_flight = redis.call('ZCARD', KEYS[2])
+if limit then
+  redis.call('HSET', KEYS[1], 'limit', tostring(limit))
+elseif status > 0 and status ~= 429 and known_limit < 0 then
+  redis.call('HSET', KEYS[1], 'limit', '0')
+end
+if status == 429 and not (reset_at and reset_at + guard > now) then
+  reset_at = math.max(window_end, now + window)
+  remaining = 0
+end
+if remaining and reset_at and reset_at + guard > now then
+  local fresh = remaining - in_flight
+  if known_limit <= 0 or math.abs(reset_at - window_end) >= 1 then
+    if reset_at < window_end then
+      fresh = math.min(fresh, left)
+    end
+    window_end = reset_at
+    left = fresh
+  else
+    left = math.min(left, fresh)
+  end
+  if status == 429 then
+    left = 0
+  end
+  redis.call('HSET', KEYS[1], 'window_end', tostring(window_end), 'remaining', tostring(left))
+end
+redis.call('EXPIRE', KEYS[1], 86400)
+return 'ok'
+"""
+
+
+class RedisRateLimiter:
+    """The limiter of one destination, its state in Redis, shared by every worker."""
+
+    def __init__(self, *, client: Any, destination_id: int) -> None:
+        self._redis = client
+        self._keys = [f"sb:ratelimit:{destination_id}", f"sb:ratelimit:{destination_id}:flight"]
+        self._acquire = client.register_script(_ACQUIRE)
+        self._observe = client.register_script(_OBSERVE)
+
+    def acquire(self) -> None:
+        call_id = uuid.uuid4().hex
+        while True:
+            wait = float(
+                self._acquire(
+                    keys=self._keys, args=[call_id, WINDOW_SECONDS, RESET_GUARD, IN_FLIGHT_TTL]
+                )
+            )
+            if wait <= 0:
+                return
+            time.sleep(min(wait, LONGEST_SLEEP))
+
+    def observe(self, rate_limit: Any, status: int | None) -> None:
+        seen = Observation.from_headers(rate_limit)
+        self._observe(
+            keys=self._keys,
+            args=[
+                "" if seen.limit is None else seen.limit,
+                "" if seen.remaining is None else seen.remaining,
+                "" if seen.reset_at is None else seen.reset_at,
+                status or 0,
+                WINDOW_SECONDS,
+                RESET_GUARD,
+            ],
+        )
+
+    def reset(self) -> None:
+        """Forget what the headers said (tests, or after the destination's token changed)."""
+        self._redis.delete(*self._keys)
+
+
+class LocalRateLimiter:
+    """The same rules as the Redis script, for one process (the embedded mode)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._limit: int | None = None
+        self._window_end = 0.0
+        self._remaining = 0
+        self._in_flight: list[float] = []
+
+    def _forget_lost(self, now: float) -> None:
+        self._in_flight = [t for t in self._in_flight if t > now - IN_FLIGHT_TTL]
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = time.time()
+                self._forget_lost(now)
+                if self._limit is None and self._in_flight:
+                    wait = 0.02
+                elif not self._limit:
+                    self._in_flight.append(now)
+                    return
+                else:
+                    if now >= self._window_end + RESET_GUARD:
+                        self._window_end = now + WINDOW_SECONDS
+                        self._remaining = self._limit - len(self._in_flight)
+                    if self._remaining > 0:
+                        self._remaining -= 1
+                        self._in_flight.append(now)
+                        return
+                    wait = self._window_end + RESET_GUARD - now
+            time.sleep(min(wait, LONGEST_SLEEP))
+
+    def observe(self, rate_limit: Any, status: int | None) -> None:
+        seen = Observation.from_headers(rate_limit)
+        with self._lock:
+            now = time.time()
+            if self._in_flight:
+                self._in_flight.pop(0)
+            known = bool(self._limit)
+            if seen.limit is not None:
+                self._limit = seen.limit
+            elif status and status != 429 and self._limit is None:
+                self._limit = 0
+            remaining, reset_at = seen.remaining, seen.reset_at
+            if status == 429 and not (reset_at and reset_at + RESET_GUARD > now):
+                reset_at = max(self._window_end, now + WINDOW_SECONDS)
+                remaining = 0
+            if remaining is None or reset_at is None or reset_at + RESET_GUARD <= now:
+                return
+            fresh = remaining - len(self._in_flight)
+            if not known or abs(reset_at - self._window_end) >= 1:
+                if reset_at < self._window_end:
+                    fresh = min(fresh, self._remaining)
+                self._window_end = reset_at
+                self._remaining = fresh
+            else:
+                self._remaining = min(self._remaining, fresh)
+            if status == 429:
+                self._remaining = 0
+
+    def reset(self) -> None:
+        with self._lock:
+            self.__init__()
+
+
+_limiters: dict[int, RedisRateLimiter | LocalRateLimiter] = {}
+_redis_client: Any = None
+_lock = threading.Lock()
+
+
+def rate_limiter_get(*, destination_id: int) -> RedisRateLimiter | LocalRateLimiter:
+    """The limiter of a destination: in Redis when ``REDIS_URL`` is set, else in this process."""
+    global _redis_client
+    with _lock:
+        limiter = _limiters.get(destination_id)
+        if limiter is None:
+            if settings.REDIS_URL:
+                import redis
+
+                if _redis_client is None:
+                    _redis_client = redis.Redis.from_url(settings.REDIS_URL)
+                limiter = RedisRateLimiter(client=_redis_client, destination_id=destination_id)
+            else:
+                limiter = LocalRateLimiter()
+            _limiters[destination_id] = limiter
+        return limiter

@@ -1,0 +1,42 @@
+"""Signal receivers of the data plane (connected in ``StreamingConfig.ready``).
+
+A destination whose token Intercom refused (401) holds its deliveries; saving it with a different
+token is the operator's "I fixed it": the hold is lifted and its lanes are woken at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import post_save, pre_save
+from django.dispatch import receiver
+
+from integrations.models import Destination
+
+
+@receiver(pre_save, sender=Destination, dispatch_uid="switchboard.destination_token_changed")
+def destination_token_changed(sender: type, instance: Destination, **kwargs: Any) -> None:
+    if instance.pk is None:
+        return
+    stored = Destination.objects.filter(pk=instance.pk).values_list(
+        "access_token", "auth_failed_at"
+    )
+    row = stored.first()
+    if row is None or row[1] is None:
+        return
+    if row[0] != instance.access_token:
+        instance._switchboard_auth_cleared = True
+
+
+@receiver(post_save, sender=Destination, dispatch_uid="switchboard.destination_lanes_wake")
+def destination_lanes_wake_after_token(sender: type, instance: Destination, **kwargs: Any) -> None:
+    if getattr(instance, "_switchboard_auth_cleared", False):
+        instance._switchboard_auth_cleared = False
+        from streaming.delivery import destination_lanes_wake
+
+        # An update rather than the instance's field: a save with update_fields would drop it.
+        Destination.objects.filter(pk=instance.pk).update(auth_failed_at=None)
+        instance.auth_failed_at = None
+
+        transaction.on_commit(lambda: destination_lanes_wake(destination_id=instance.pk))

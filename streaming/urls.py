@@ -1,0 +1,33 @@
+"""Data-plane URLs: the Segment-compatible ingest API under /v1/."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from streaming import api, audit_api
+
+urlpatterns = [
+    path("v1/identify", api.IdentifyView.as_view(), name="v1-identify"),
+    path("v1/track", api.TrackView.as_view(), name="v1-track"),
+    path("v1/group", api.GroupView.as_view(), name="v1-group"),
+    path("v1/page", api.PageView.as_view(), name="v1-page"),
+    path("v1/screen", api.ScreenView.as_view(), name="v1-screen"),
+    path("v1/alias", api.AliasView.as_view(), name="v1-alias"),
+    path("v1/batch", api.BatchView.as_view(), name="v1-batch"),
+    # Segment's name for backfills of historical data: the same as a batch.
+    path("v1/import", api.ImportView.as_view(), name="v1-import"),
+    # analytics.js (Segment's browser SDK) with apiHost "<switchboard host>/v1".
+    path("v1/i", api.short_path_view(api.IdentifyView).as_view()),
+    path("v1/t", api.short_path_view(api.TrackView).as_view()),
+    path("v1/g", api.short_path_view(api.GroupView).as_view()),
+    path("v1/p", api.short_path_view(api.PageView).as_view()),
+    path("v1/s", api.short_path_view(api.ScreenView).as_view()),
+    path("v1/a", api.short_path_view(api.AliasView).as_view()),
+    path("v1/b", api.short_path_view(api.BatchView).as_view()),
+    # The delivery audit trail (streaming/audit_api.py; a user id may contain slashes: ``path``).
+    path(
+        "api/v1/users/<path:user_id>/deliveries",
+        audit_api.UserDeliveriesView.as_view(),
+        name="api-user-deliveries",
+    ),
+]

@@ -1,0 +1,149 @@
+"""Crafted rows for the admin, timeline, health and audit API tests (events, deliveries,
+attempts created directly, as a worker would leave them), and a reader of lane wake-ups."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from itertools import count
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.contrib.auth.models import Permission, User
+from django.utils import timezone
+
+from integrations.models import Source, Sync
+from streaming.models import Delivery, DeliveryAttempt, Event, Lane
+
+_ids = count(1)
+SECRET_TOKEN = "tok_SECRET_do_not_show_6b2f9e"
+
+
+def event_make(
+    *,
+    source: Source,
+    user_id: str = "user-1",
+    type: str = "track",
+    event_name: str = "Order Completed",
+    received_at: datetime | None = None,
+    traits: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+    message_id: str | None = None,
+) -> Event:
+    received_at = received_at or timezone.now()
+    message_id = message_id or f"msg-{next(_ids)}"
+    payload: dict[str, Any] = {"type": type, "userId": user_id, "messageId": message_id}
+    if type == "track":
+        payload["event"] = event_name
+        payload["properties"] = {"total": 42}
+    if traits is not None:
+        payload["traits"] = traits
+    if context is not None:
+        payload["context"] = context
+    return Event.objects.create(
+        source=source,
+        message_id=message_id,
+        type=type,
+        user_id=user_id,
+        event_name=event_name if type == "track" else "",
+        payload=payload,
+        timestamp=received_at,
+        received_at=received_at,
+    )
+
+
+def delivery_make(
+    *,
+    event: Event,
+    sync: Sync,
+    status: str = Delivery.Status.PENDING,
+    attempts: int = 0,
+    created_at: datetime | None = None,
+    completed_at: datetime | None = None,
+    next_attempt_at: datetime | None = None,
+    reason: str = "",
+    user_key: str | None = None,
+) -> Delivery:
+    user_key = user_key or event.user_id
+    lane, _ = Lane.objects.get_or_create(sync=sync, user_key=user_key)
+    return Delivery.objects.create(
+        event=event,
+        sync=sync,
+        lane=lane,
+        user_key=user_key,
+        status=status,
+        attempts=attempts,
+        created_at=created_at or event.received_at,
+        completed_at=completed_at,
+        next_attempt_at=next_attempt_at,
+        reason=reason,
+    )
+
+
+def attempt_make(
+    *,
+    delivery: Delivery,
+    started_at: datetime | None = None,
+    method: str = "POST",
+    path: str = "/events",
+    status_code: int | None = 202,
+    category: str = DeliveryAttempt.Category.SUCCESS,
+    response_excerpt: str = "",
+    request_body: Any = None,
+    error_code: str = "",
+) -> DeliveryAttempt:
+    return DeliveryAttempt.objects.create(
+        delivery=delivery,
+        event=delivery.event,
+        user_key=delivery.user_key,
+        method=method,
+        url=delivery.sync.destination.api_base_url + path,
+        request_body=request_body if request_body is not None else {"event_name": "x"},
+        status_code=status_code,
+        response_excerpt=response_excerpt,
+        category=category,
+        error_code=error_code,
+        duration_ms=87,
+        started_at=started_at or timezone.now(),
+    )
+
+
+def staff_make(*, username: str, perms: tuple[str, ...] = ()) -> User:
+    user = User.objects.create_user(username=username, password="pw-for-tests", is_staff=True)
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    return user
+
+
+# --- lane wake-ups, read from the real Redis broker -----------------------------------------
+
+
+def _broker() -> redis.Redis:
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+
+def wakeups_clear() -> None:
+    broker = _broker()
+    for key in broker.scan_iter(settings.CELERY_TASK_DEFAULT_QUEUE + "*"):
+        broker.delete(key)
+
+
+def wakeups_read() -> list[int]:
+    """The lane ids of the lane_drain messages waiting in the broker's queue."""
+    broker = _broker()
+    lane_ids: list[int] = []
+    for key in broker.scan_iter(settings.CELERY_TASK_DEFAULT_QUEUE + "*"):
+        if broker.type(key) != b"list":
+            continue
+        for raw in broker.lrange(key, 0, -1):
+            message = json.loads(raw)
+            if message["headers"].get("task") != "switchboard.lane_drain":
+                continue
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            lane_ids.append(args[0])
+    return sorted(lane_ids)

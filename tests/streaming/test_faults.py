@@ -1,0 +1,140 @@
+"""Fault drills: worker kill -9 mid-stream and a broker outage during ingest (invariants 1-2).
+
+The broker is a redis-server of our own on a free port, so that stopping it disturbs nobody else.
+It keeps nothing on disk: its restart loses every queued wake-up, which the sweeper must make up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+
+from streaming.models import Delivery, Event
+from tests.streaming.delivery_setup import identify, ingest, sync_into, track
+
+pytestmark = [
+    pytest.mark.worker,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SpareRedis:
+    """A throw-away redis-server: started, stopped (losing its data) and started again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def spare_redis(tmp_path: Path):
+    server = SpareRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def counts(sync) -> Counter[str]:
+    return Counter(Delivery.objects.filter(sync=sync).values_list("status", flat=True))
+
+
+def test_nothing_accepted_is_lost_to_a_killed_worker_or_a_broker_outage(
+    celery_worker_process, intercom_sandbox, spare_redis, caplog
+):
+    # given two workers (the first with the beat sweeper) on a broker we can stop
+    workers = celery_worker_process
+    workers.use_broker(spare_redis.url)
+    fast = {
+        "SWITCHBOARD_SWEEP_SECONDS": 1,
+        "SWITCHBOARD_LEASE_SECONDS": 4,
+        "SWITCHBOARD_RETRY_BASE_SECONDS": 0.5,
+    }
+    intercom_sandbox.configure(latency_ms=40)
+    sync = sync_into(intercom_sandbox)
+    workers.start(2, beat=True, **fast)
+    users = [f"drill-{i}" for i in range(30)]
+
+    # when a first stream is being delivered and one worker is killed -9 in the middle of it
+    first = ingest(sync, [c for u in users for c in (identify(u), track(u, "Before"))])
+    deadline = time.monotonic() + 30
+    while counts(sync)["succeeded"] < 10:
+        assert time.monotonic() < deadline, workers.logs()
+        time.sleep(0.05)
+    assert counts(sync)["pending"] > 0  # mid-stream
+    workers.kill(1)
+    # and the broker goes away (losing every queued wake-up) while more calls are accepted
+    spare_redis.stop()
+    started = time.monotonic()
+    second = ingest(sync, [track(u, "During") for u in users])
+    accepting = time.monotonic() - started
+    assert len(second) == len(users)  # accepted and durable although no wake-up went out
+    assert "broker unavailable" in caplog.text
+    time.sleep(2)
+    spare_redis.start()
+    workers.start(1, **fast)
+
+    # then every accepted event is delivered once the broker is back
+    deadline = time.monotonic() + 60
+    while counts(sync)["pending"]:
+        assert time.monotonic() < deadline, f"{counts(sync)}\n{workers.logs()}"
+        time.sleep(0.25)
+    assert counts(sync) == Counter({"succeeded": len(first) + len(second)})
+    events = Counter(
+        (request["body"].get("user_id"), request["body"]["event_name"])
+        for request in intercom_sandbox.requests
+        if request["path"] == "/events" and request["status"] == 202
+    )
+    for user in users:
+        for name in ("Before", "During"):
+            assert events[(user, name)] >= 1, (user, name)
+    # duplicates are at most what the killed worker had in flight (one delivery)
+    duplicates = sum(n - 1 for n in events.values())
+    contacts = Counter(c["external_id"] for c in intercom_sandbox.state()["contacts"])
+    assert duplicates <= 1, events
+    assert set(contacts.values()) == {1}
+    assert Event.objects.filter(source__syncs=sync).count() == len(first) + len(second)
+    # the surviving worker rode out the outage
+    assert 0 in workers.alive()
+    # a dead broker does not hold up ingest (the wake-ups are left to the sweeper)
+    assert accepting < 5

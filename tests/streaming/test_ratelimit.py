@@ -1,0 +1,114 @@
+"""The per-destination rate limiter against the sandbox's 10-second windows (invariant 4)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import redis
+from django.conf import settings
+
+from integrations.intercom.client import IntercomClient, RateLimit
+from integrations.intercom.sandbox import Sandbox
+from streaming.ratelimit import RESET_GUARD, LocalRateLimiter, RedisRateLimiter, rate_limiter_get
+
+LIMIT = 100  # calls per 10-second window
+CALLERS = 6  # like six worker processes, each calling as fast as it can
+
+
+def windows_of(sandbox: Sandbox) -> Counter[int]:
+    return Counter(int(entry["time"] // 10) for entry in sandbox.requests() if "time" in entry)
+
+
+def hammer(limiters: list, url: str, until: float) -> list[int]:
+    """CALLERS threads, spread over the given limiters, each calling GET /me until ``until``."""
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def caller(limiter: object) -> None:
+        client = IntercomClient(
+            base_url=url, token="sandbox-token", api_version="2.16", limiter=limiter
+        )
+        while time.time() < until:
+            result = client.me()
+            with lock:
+                statuses.append(result.status or 0)
+        client.close()
+
+    threads = [
+        threading.Thread(target=caller, args=(limiters[i % len(limiters)],)) for i in range(CALLERS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def first_full_window_end(now: float) -> float:
+    return (int(now // 10) + 2) * 10
+
+
+@pytest.fixture
+def limited_sandbox():
+    with Sandbox(rate_limit=LIMIT) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
+def test_workers_sharing_the_redis_limiter_never_exceed_a_window_and_use_its_budget(
+    limited_sandbox: Sandbox,
+) -> None:
+    # given two "processes" (separate Redis connections) limiting the same destination
+    destination_id = 10_000_000 + uuid.uuid4().int % 1_000_000
+    limiters = [
+        RedisRateLimiter(
+            client=redis.Redis.from_url(settings.REDIS_URL), destination_id=destination_id
+        )
+        for _ in range(2)
+    ]
+    limiters[0].reset()
+    # when six callers want far more than the limit until a whole window has passed
+    end = first_full_window_end(time.time())
+    statuses = hammer(limiters, limited_sandbox.url, end)
+    # then Intercom never had to refuse a call, and the full window was (nearly) all used
+    assert 429 not in statuses
+    windows = windows_of(limited_sandbox)
+    assert max(windows.values()) <= LIMIT
+    full_window = int(end // 10) - 1
+    assert windows[full_window] >= 0.9 * LIMIT, windows
+    limiters[0].reset()
+
+
+def test_a_spent_window_holds_calls_until_its_reset() -> None:
+    # given an answer saying the window is spent and resets in two seconds
+    limiter = LocalRateLimiter()
+    limiter.acquire()
+    reset_at = int(time.time()) + 2
+    limiter.observe(RateLimit(limit=LIMIT, remaining=0, reset_at=reset_at), 200)
+    # when the next call wants to go
+    limiter.acquire()
+    # then it went only after the reset (plus the guard for the header's whole seconds)
+    assert time.time() >= reset_at + RESET_GUARD
+
+
+def test_answers_without_rate_headers_are_not_throttled() -> None:
+    # given a workspace that sends no X-RateLimit headers (no limit)
+    with Sandbox() as sandbox:
+        limiter = LocalRateLimiter()
+        client = IntercomClient(base_url=sandbox.url, token="sandbox-token", api_version="2.16")
+        client.limiter = limiter
+        # when many calls go out
+        statuses = [client.me().status for _ in range(50)]
+        client.close()
+    # then none waited for a window: all went out in the current one
+    assert statuses == [200] * 50
+    assert len(windows_of(sandbox)) <= 2
+
+
+def test_each_destination_has_its_own_limiter() -> None:
+    assert rate_limiter_get(destination_id=1) is rate_limiter_get(destination_id=1)
+    assert rate_limiter_get(destination_id=1) is not rate_limiter_get(destination_id=2)
