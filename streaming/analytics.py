@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -28,7 +28,7 @@ from integrations.models import Source
 from streaming.ingest import IngestResult, events_ingest
 from streaming.segment import InvalidCall, call_normalise, jsonable
 
-__all__ = ["InvalidCall", "alias", "group", "identify", "page", "screen", "track"]
+__all__ = ["CallOptions", "InvalidCall", "alias", "group", "identify", "page", "screen", "track"]
 
 log = logging.getLogger(__name__)
 
@@ -48,36 +48,43 @@ def _source_get(source: Source | str | None) -> Source:
     return found
 
 
-def _send(
-    call_type: str, fields: dict[str, Any], source: Source | str | None, **common: Any
-) -> IngestResult:
+class CallOptions(TypedDict, total=False):
+    """What every call may carry besides its own fields (Segment's common fields)."""
+
+    anonymous_id: str | int
+    context: Mapping[str, Any]
+    timestamp: datetime | str
+    integrations: Mapping[str, Any]
+    message_id: str
+    # The source the call belongs to, by name or instance; default SWITCHBOARD_PYTHON_SOURCE.
+    source: Source | str
+
+
+def _send(call_type: str, fields: dict[str, Any], options: CallOptions) -> IngestResult:
+    # ``**options`` takes any keyword at run time: a misspelt one must fail, not vanish.
+    unknown = options.keys() - CallOptions.__annotations__.keys()
+    if unknown:
+        raise TypeError(f"{call_type}() got unexpected keyword arguments: {sorted(unknown)}")
     received_at = timezone.now()
     raw = {key: value for key, value in fields.items() if value is not None}
-    raw.update(_common_fields(**common))
+    raw.update(_common_fields(options))
     call = call_normalise(jsonable(raw), call_type=call_type, received_at=received_at)
-    target = _source_get(source)
+    target = _source_get(options.get("source"))
     if not target.enabled:
         log.warning("source %s is disabled: %s call dropped", target.name, call_type)
         return IngestResult()
     return events_ingest(source=target, calls=[call], received_at=received_at)
 
 
-def _common_fields(
-    *,
-    anonymous_id: str | int | None = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: datetime | str | None = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: str | None = None,
-) -> dict[str, Any]:
+def _common_fields(options: CallOptions) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "anonymousId": anonymous_id,
+        "anonymousId": options.get("anonymous_id"),
         # The library names itself, as Segment's libraries do, so the admin can tell where calls
         # came from.
-        "context": {"library": {"name": "switchboard-python"}, **(context or {})},
-        "timestamp": timestamp,
-        "integrations": integrations,
-        "messageId": message_id,
+        "context": {"library": {"name": "switchboard-python"}, **(options.get("context") or {})},
+        "timestamp": options.get("timestamp"),
+        "integrations": options.get("integrations"),
+        "messageId": options.get("message_id"),
     }
     return {key: value for key, value in fields.items() if value is not None}
 
@@ -85,75 +92,30 @@ def _common_fields(
 def identify(
     user_id: str | int | None = None,
     traits: Mapping[str, Any] | None = None,
-    *,
-    anonymous_id: str | int | None = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: datetime | str | None = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: str | None = None,
-    source: Source | str | None = None,
+    **options: Unpack[CallOptions],
 ) -> IngestResult:
     """Who the user is: their traits (email, name, plan, company, ...)."""
-    return _send(
-        "identify",
-        {"userId": user_id, "traits": traits},
-        source,
-        anonymous_id=anonymous_id,
-        context=context,
-        timestamp=timestamp,
-        integrations=integrations,
-        message_id=message_id,
-    )
+    return _send("identify", {"userId": user_id, "traits": traits}, options)
 
 
 def track(
     user_id: str | int | None = None,
     event: str | None = None,
     properties: Mapping[str, Any] | None = None,
-    *,
-    anonymous_id: str | int | None = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: datetime | str | None = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: str | None = None,
-    source: Source | str | None = None,
+    **options: Unpack[CallOptions],
 ) -> IngestResult:
     """Something the user did."""
-    return _send(
-        "track",
-        {"userId": user_id, "event": event, "properties": properties},
-        source,
-        anonymous_id=anonymous_id,
-        context=context,
-        timestamp=timestamp,
-        integrations=integrations,
-        message_id=message_id,
-    )
+    return _send("track", {"userId": user_id, "event": event, "properties": properties}, options)
 
 
 def group(
     user_id: str | int | None = None,
     group_id: str | int | None = None,
     traits: Mapping[str, Any] | None = None,
-    *,
-    anonymous_id: str | int | None = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: datetime | str | None = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: str | None = None,
-    source: Source | str | None = None,
+    **options: Unpack[CallOptions],
 ) -> IngestResult:
     """The company (group) the user belongs to, with its traits."""
-    return _send(
-        "group",
-        {"userId": user_id, "groupId": group_id, "traits": traits},
-        source,
-        anonymous_id=anonymous_id,
-        context=context,
-        timestamp=timestamp,
-        integrations=integrations,
-        message_id=message_id,
-    )
+    return _send("group", {"userId": user_id, "groupId": group_id, "traits": traits}, options)
 
 
 def page(
@@ -162,68 +124,25 @@ def page(
     properties: Mapping[str, Any] | None = None,
     *,
     category: str | None = None,
-    anonymous_id: str | int | None = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: datetime | str | None = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: str | None = None,
-    source: Source | str | None = None,
+    **options: Unpack[CallOptions],
 ) -> IngestResult:
     """A web page the user viewed."""
-    return _send(
-        "page",
-        {"userId": user_id, "name": name, "category": category, "properties": properties},
-        source,
-        anonymous_id=anonymous_id,
-        context=context,
-        timestamp=timestamp,
-        integrations=integrations,
-        message_id=message_id,
-    )
+    fields = {"userId": user_id, "name": name, "category": category, "properties": properties}
+    return _send("page", fields, options)
 
 
 def screen(
     user_id: str | int | None = None,
     name: str | None = None,
     properties: Mapping[str, Any] | None = None,
-    *,
-    anonymous_id: str | int | None = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: datetime | str | None = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: str | None = None,
-    source: Source | str | None = None,
+    **options: Unpack[CallOptions],
 ) -> IngestResult:
     """A mobile screen the user viewed."""
-    return _send(
-        "screen",
-        {"userId": user_id, "name": name, "properties": properties},
-        source,
-        anonymous_id=anonymous_id,
-        context=context,
-        timestamp=timestamp,
-        integrations=integrations,
-        message_id=message_id,
-    )
+    return _send("screen", {"userId": user_id, "name": name, "properties": properties}, options)
 
 
 def alias(
-    previous_id: str | int,
-    user_id: str | int,
-    *,
-    context: Mapping[str, Any] | None = None,
-    timestamp: datetime | str | None = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: str | None = None,
-    source: Source | str | None = None,
+    previous_id: str | int, user_id: str | int, **options: Unpack[CallOptions]
 ) -> IngestResult:
     """The user known until now as ``previous_id`` (e.g. an anonymous id) is ``user_id``."""
-    return _send(
-        "alias",
-        {"previousId": previous_id, "userId": user_id},
-        source,
-        context=context,
-        timestamp=timestamp,
-        integrations=integrations,
-        message_id=message_id,
-    )
+    return _send("alias", {"previousId": previous_id, "userId": user_id}, options)

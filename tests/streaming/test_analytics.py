@@ -155,3 +155,8 @@ def test_event_ingested_is_sent_after_commit_with_the_event_ids(source, sync):
         event_ingested.disconnect(receiver)
 
     assert seen == [(source.pk, result.event_ids, True)]
+
+
+def test_a_misspelt_option_is_an_error_not_ignored(db) -> None:
+    with pytest.raises(TypeError, match="mesage_id"):
+        analytics.track("u1", "A", mesage_id="m-1")
