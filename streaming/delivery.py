@@ -14,7 +14,8 @@ What happens to a delivery (invariant 5):
 - a 4xx Intercom will answer the same way next time: ``failed`` with Intercom's message
   (``delivery_failed`` is sent);
 - network error, timeout, 408, 5xx, 409 on create: one more try after a backoff (about 10 s,
-  doubling, 5 min cap, with jitter); once the sync's retry window since ingest is used up:
+  doubling, 5 min cap, with jitter); once the sync's retry window since ingest (or since the
+  operator's replay) is used up:
   ``expired`` (``delivery_failed`` is sent). The retrying head blocks only its own lane;
 - 429: the lane waits for the window's reset; the try does not count;
 - 401: the destination is marked (``auth_failed_at``) and all its lanes are held, without using
@@ -286,7 +287,8 @@ def delivery_retry(*, delivery: Delivery, sync: Sync, error: str) -> Step:
     """Count a failed try; schedule the next one, or expire past the sync's retry window."""
     now = timezone.now()
     attempts = delivery.attempts + 1
-    if now >= delivery.created_at + sync.retry_window:
+    # The window runs from the delivery's last (re)queuing: a replay starts a new one.
+    if now >= delivery.retry_window_start + sync.retry_window:
         Delivery.objects.filter(pk=delivery.pk, status=PENDING).update(attempts=attempts)
         delivery.attempts = attempts
         delivery_finish(

@@ -7,6 +7,8 @@ lease while it drains it, which is what keeps a user's calls in order with any n
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 
 from integrations.models import Destination, Source, Sync
@@ -86,6 +88,12 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True, help_text="Why it failed, expired or was skipped.")
     created_at = models.DateTimeField()
+    # The retry window runs from here. NULL means "since created_at" (ingest leaves it NULL, so
+    # queuing costs no extra column); a replay sets it to the time of the replay, because an
+    # operator replaying last week's delivery wants it retried, not expired at its first error.
+    window_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the retry window started (empty: at creation)."
+    )
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -102,6 +110,11 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"delivery {self.pk} ({self.status})"
+
+    @property
+    def retry_window_start(self) -> datetime:
+        """When the sync's retry window started: the last replay, else the creation."""
+        return self.window_started_at or self.created_at
 
 
 class DeliveryAttempt(models.Model):

@@ -87,7 +87,7 @@ def deliveries_replay(*, deliveries: QuerySet[Delivery]) -> QueueChange:
     Takes any queryset: one delivery, an admin selection, a filtered changelist, or every
     failed/expired delivery of a sync (``sync_replayable_deliveries``). Other states are left
     alone. Past attempts stay in the log; ``reason`` is cleared because it described the last
-    outcome, which the attempt log still shows.
+    outcome, which the attempt log still shows. The sync's retry window starts again now.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -104,6 +104,9 @@ def deliveries_replay(*, deliveries: QuerySet[Delivery]) -> QueueChange:
             next_attempt_at=now,
             reason="",
             completed_at=None,
+            # A fresh retry window: measured from creation, an old delivery would expire at its
+            # first retryable error.
+            window_started_at=now,
         )
         woken = _lanes_make_due(lane_ids=lane_ids, now=now)
     return QueueChange(deliveries=count, lanes=len(woken))

@@ -160,6 +160,36 @@ def test_a_delivery_expires_when_its_retry_window_is_used_up(intercom_sandbox):
     assert len(intercom_sandbox.requests) == 1
 
 
+def test_a_replayed_old_delivery_gets_a_new_retry_window(intercom_sandbox):
+    from streaming.replay import deliveries_replay
+
+    # given a sync with a one-hour retry window and a delivery accepted two days ago, expired
+    sync = sync_into(intercom_sandbox, retry_window=timedelta(hours=1))
+    (delivery,) = ingest(sync, [identify("old")])
+    Delivery.objects.filter(pk=delivery.pk).update(
+        created_at=timezone.now() - timedelta(days=2),
+        status=Delivery.Status.EXPIRED,
+        attempts=5,
+        reason="Retry window used up",
+        completed_at=timezone.now() - timedelta(days=1),
+    )
+    # when the operator replays it and its first try fails with a retryable error
+    deliveries_replay(deliveries=Delivery.objects.filter(pk=delivery.pk))
+    intercom_sandbox.configure(force_status=503, force_count=1)
+    drain_all(sync)
+    # then it waits for a retry within the new window instead of expiring
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.PENDING
+    assert delivery.attempts == 1
+    assert delivery.next_attempt_at > timezone.now()
+    assert "HTTP 503" in delivery.reason
+    # and once due again it is delivered
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    Lane.objects.filter(pk=delivery.lane_id).update(next_attempt_at=timezone.now())
+    drain_all(sync)
+    assert statuses([delivery]) == ["succeeded"]
+
+
 def test_a_401_holds_the_destination_until_its_token_changes(intercom_sandbox):
     # given a destination whose token Intercom refuses
     sync = sync_into(intercom_sandbox)
