@@ -198,6 +198,23 @@ def event_ids_matching(term: str) -> Q:
     return condition
 
 
+class UserSearchMixin:
+    """Search rows that carry ``user_key`` and ``event``: by user, message id or email."""
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        # Event ids first (a few indexed lookups), then an OR of two indexed columns of this
+        # table: a join with an OR across both tables could use neither index.
+        event_ids = list(
+            Event.objects.filter(event_ids_matching(term)).values_list("id", flat=True)[:10_000]
+        )
+        return queryset.filter(Q(user_key=term) | Q(event_id__in=event_ids)), False
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """The audit trail: visible to those who may view it, never added, edited or deleted here."""
 
@@ -325,7 +342,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(UserSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "status_colored",
@@ -374,19 +391,6 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
         return super().get_queryset(request).select_related("event", "sync__destination")
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet, search_term: str
-    ) -> tuple[QuerySet, bool]:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        # Event ids first (a few indexed lookups), then an OR of two indexed delivery columns:
-        # a join with an OR across both tables could use neither index.
-        event_ids = list(
-            Event.objects.filter(event_ids_matching(term)).values_list("id", flat=True)[:10_000]
-        )
-        return queryset.filter(Q(user_key=term) | Q(event_id__in=event_ids)), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -702,7 +706,7 @@ class TestEventForm(forms.Form):
 
 
 @admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(ReadOnlyAdmin):
+class DeliveryAttemptAdmin(UserSearchMixin, ReadOnlyAdmin):
     list_display = (
         "id",
         "started_at",
@@ -746,17 +750,6 @@ class DeliveryAttemptAdmin(ReadOnlyAdmin):
         if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
             queryset = queryset.defer("request_body", "response_excerpt")
         return queryset
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet, search_term: str
-    ) -> tuple[QuerySet, bool]:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        event_ids = list(
-            Event.objects.filter(event_ids_matching(term)).values_list("id", flat=True)[:10_000]
-        )
-        return queryset.filter(Q(user_key=term) | Q(event_id__in=event_ids)), False
 
     @admin.display(description="delivery")
     def delivery_link(self, obj: DeliveryAttempt) -> str:
