@@ -19,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from integrations import services
@@ -77,11 +78,38 @@ class SourceAdmin(admin.ModelAdmin):
     inlines = [WriteKeyInline]
     actions = ["issue_write_keys"]
 
+    readonly_fields = ["webhook_url"]
+
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         fields = ["name", "kind", "enabled", "webhook_secret"]
         if obj is not None and obj.webhook_secret:
             fields.append("clear_webhook_secret")  # only when there is something to clear
+        if obj is not None and obj.kind == Source.Kind.INTERCOM_WEBHOOK:
+            fields.append("webhook_url")
         return fields
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        source = super().get_object(request, object_id, from_field)
+        if source is not None:
+            # A display method only gets the object: the absolute URL needs the request's host.
+            # (A URL name, not an import: the control plane never imports the data plane.)
+            path = reverse("intercom-webhook", kwargs={"source_id": source.pk})
+            source.webhook_url_absolute = request.build_absolute_uri(path)
+        return source
+
+    @admin.display(description="Webhook URL")
+    def webhook_url(self, source: Source) -> str:
+        url = getattr(source, "webhook_url_absolute", "")
+        if not url:
+            return "-"
+        return format_html(
+            "<code>{}</code><div class='help'>Paste it as the endpoint URL in Intercom's "
+            "Developer Hub (your app &rarr; Configure &rarr; Webhooks), over HTTPS, and use the "
+            "app's client secret (Basic information page) as this source's webhook secret. If "
+            "Intercom reaches Switchboard under another host name than this admin, use that host. "
+            "See docs/webhooks.md.</div>",
+            url,
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Source]:
         return (

@@ -14,6 +14,15 @@
     Arguments: ``delivery`` (the ``Delivery``, with its ``status`` and ``reason``). ``sender`` is
     the ``Delivery`` model class.
 
+``intercom_activity``
+    Sent once per accepted Intercom webhook notification, after the transaction that stored its
+    calls has committed (never for ``ping``, never again for Intercom's retry of a notification
+    already stored). Arguments: ``source_id`` (int), ``notification`` (an
+    ``integrations.intercom.webhooks.Notification``: ``id``, ``topic`` as Intercom names it, e.g.
+    ``conversation.admin.closed``, ``created_at``, ``app_id`` and ``item``, Intercom's object as
+    sent, which is not stored) and ``event_ids`` (the Events stored for it). ``sender`` is the
+    ``Source`` model class. docs/webhooks.md has an example.
+
 Receivers run in the sender's process; keep them quick and never let them raise (a receiver that
 needs to do real work should queue it).
 """
@@ -25,3 +34,4 @@ from django.dispatch import Signal
 event_ingested = Signal()
 delivery_succeeded = Signal()
 delivery_failed = Signal()
+intercom_activity = Signal()

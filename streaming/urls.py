@@ -1,10 +1,10 @@
-"""Data-plane URLs: the Segment-compatible ingest API under /v1/."""
+"""Data-plane URLs: the Segment-compatible ingest API under /v1/, the Intercom webhook source."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from streaming import api, audit_api
+from streaming import api, audit_api, intercom_webhook
 
 urlpatterns = [
     path("v1/identify", api.IdentifyView.as_view(), name="v1-identify"),
@@ -24,6 +24,12 @@ urlpatterns = [
     path("v1/s", api.short_path_view(api.ScreenView).as_view()),
     path("v1/a", api.short_path_view(api.AliasView).as_view()),
     path("v1/b", api.short_path_view(api.BatchView).as_view()),
+    # Intercom's signed notifications for one intercom_webhook source (streaming/intercom_webhook.py).
+    path(
+        "webhooks/intercom/<int:source_id>",
+        intercom_webhook.IntercomWebhookView.as_view(),
+        name="intercom-webhook",
+    ),
     # The delivery audit trail (streaming/audit_api.py; a user id may contain slashes: ``path``).
     path(
         "api/v1/users/<path:user_id>/deliveries",
