@@ -1,13 +1,20 @@
 """Run every benchmark and the drills, one after the other (they share Redis databases 7 and 8,
-so never two at once), then print the summary table of docs/benchmarks.md from their results.
+so never two at once), then print the summary and drill tables from their results.
 
     .venv/bin/python bench/run_all.py [--quick] [--only b1,b2,...] [--skip drills] [--profile]
+    .venv/bin/python bench/run_all.py --summary-only --readme   # rewrite README's tables only
+
+``--readme`` rewrites the marked regions of README.md (``<!-- bench:summary -->`` ...
+``<!-- /bench:summary -->`` and ``<!-- bench:drills -->`` ... ``<!-- /bench:drills -->``) from the
+result files in bench/results/, so the published figures are always the recorded ones: a
+benchmark without a result file reads "not measured yet", never a hand-written figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +35,30 @@ SCRIPTS = [
     ("drills", "drills"),
 ]
 PROFILED = {"b2", "b3"}
+README = ROOT / "README.md"
+NOT_MEASURED = "not measured yet"
+
+# figure, target and anchor of each benchmark (../shared/DESIGN.md, "Targets"), in table order.
+FIGURES = {
+    "b1_ingest_single": ("B1 single-call ingest", ">= 400 calls/s, p99 <= 50 ms", "-"),
+    "b2_ingest_batch": (
+        "B2 batch ingest (durable)",
+        ">= 3,000 events/s",
+        "RudderStack gateway 1.7K/s on 2 cores, DB elsewhere",
+    ),
+    "b3_delivery": (
+        "B3 delivery, 80 ms, no limit",
+        ">= 400 calls/s, >= 0.5 of bare",
+        "Intercom allows ~166 calls/s per app",
+    ),
+    "b4_end_to_end": ("B4 end to end at 100/s", "p95 <= 2 s", "-"),
+    "b5_rate_limit": ("B5 rate limit, 2x overload", "0 windows over, >= 90 % budget", "-"),
+    "b6_identify_cost": (
+        "B6 identify cost",
+        "warm <= 1.1 calls",
+        "2-3 calls per identify in every peer",
+    ),
+}
 
 
 def _load(name: str, quick: bool) -> dict[str, Any] | None:
@@ -35,99 +66,86 @@ def _load(name: str, quick: bool) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _measured(name: str, document: dict[str, Any]) -> tuple[str, str]:
+    """(measured, met) of one result file."""
+    f = document["figures"]
+    if name == "b1_ingest_single":
+        levels = document["configuration"]["concurrency"]
+        best = f["target"]["best_concurrency"]
+        measured = ", ".join(
+            f"c={c}: {f[str(c)]['calls_per_s']:.0f}/s p99 {f[str(c)]['p99_ms']:.0f} ms"
+            for c in levels
+        )
+        return measured, "yes" if f["target"]["met_at_concurrency"] else f"no (best c={best})"
+    if name == "b2_ingest_batch":
+        measured = (
+            f"{f['events_per_s']:.0f} events/s; COPY {f['copy_events_per_s']:.0f}/s; "
+            f"ratio {f['ratio_to_copy']}"
+        )
+    elif name == "b3_delivery":
+        measured = (
+            f"{f['calls_per_s']:.0f} calls/s; bare loop {f['bare_loop_calls_per_s']:.0f}/s; "
+            f"ratio {f['ratio_to_bare']}; naive {f['naive_calls_per_s'] or '-'}"
+        )
+    elif name == "b4_end_to_end":
+        measured = f"p50 {f['p50_s']} s, p95 {f['p95_s']} s, p99 {f['p99_s']} s"
+    elif name == "b5_rate_limit":
+        ours, naive = f["switchboard"], f.get("naive")
+        measured = (
+            f"max {ours['max_calls_in_a_window']}/window, {ours['windows_over_limit']} over, "
+            f"{ours['responses_429']} 429s, budget {ours['budget_used']}"
+        )
+        if naive:
+            measured += (
+                f"; naive: {naive['windows_over_limit']} windows over, "
+                f"{naive['responses_429']} 429s, lost {naive['lost']}"
+            )
+    else:
+        measured = "; ".join(
+            f"{case}: {v['calls_per_identify']}"
+            for case, v in f["cases"].items()
+            if "track" not in case
+        )
+    return measured, "yes" if f["met"] else "no"
+
+
 def summary_rows(quick: bool) -> list[list[str]]:
-    """figure | measured | target | met | command, from the result files."""
+    """figure | measured | target | anchor | met | command, one row per benchmark; a benchmark
+    without a result file reads "not measured yet"."""
     rows: list[list[str]] = []
     flag = " --quick" if quick else ""
-    b1 = _load("b1_ingest_single", quick)
-    if b1:
-        f = b1["figures"]
-        levels = b1["configuration"]["concurrency"]
-        best = f["target"]["best_concurrency"]
-        rows.append(
-            [
-                "B1 single-call ingest",
-                ", ".join(
-                    f"c={c}: {f[str(c)]['calls_per_s']:.0f}/s p99 {f[str(c)]['p99_ms']:.0f} ms"
-                    for c in levels
-                ),
-                ">= 400 calls/s, p99 <= 50 ms",
-                "yes" if f["target"]["met_at_concurrency"] else f"no (best c={best})",
-                f"bench/b1_ingest_single.py{flag}",
-            ]
-        )
-    b2 = _load("b2_ingest_batch", quick)
-    if b2:
-        f = b2["figures"]
-        rows.append(
-            [
-                "B2 batch ingest (durable)",
-                f"{f['events_per_s']:.0f} events/s; COPY {f['copy_events_per_s']:.0f}/s; ratio {f['ratio_to_copy']}",
-                ">= 3,000 events/s (RudderStack 1.7K/s)",
-                "yes" if f["met"] else "no",
-                f"bench/b2_ingest_batch.py{flag}",
-            ]
-        )
-    b3 = _load("b3_delivery", quick)
-    if b3:
-        f = b3["figures"]
-        rows.append(
-            [
-                "B3 delivery, 80 ms, no limit",
-                f"{f['calls_per_s']:.0f} calls/s; bare loop {f['bare_loop_calls_per_s']:.0f}/s; ratio {f['ratio_to_bare']}; naive {f['naive_calls_per_s']}",
-                ">= 400 calls/s, >= 0.5 of bare",
-                "yes" if f["met"] else "no",
-                f"bench/b3_delivery.py{flag}",
-            ]
-        )
-    b4 = _load("b4_end_to_end", quick)
-    if b4:
-        f = b4["figures"]
-        rows.append(
-            [
-                "B4 end to end at 100/s",
-                f"p50 {f['p50_s']} s, p95 {f['p95_s']} s, p99 {f['p99_s']} s",
-                "p95 <= 2 s",
-                "yes" if f["met"] else "no",
-                f"bench/b4_end_to_end.py{flag}",
-            ]
-        )
-    b5 = _load("b5_rate_limit", quick)
-    if b5:
-        f = b5["figures"]["switchboard"]
-        n = b5["figures"].get("naive")
-        naive = (
-            f"; naive: {n['windows_over_limit']} windows over, {n['responses_429']} 429s, lost {n['lost']}"
-            if n
-            else ""
-        )
-        rows.append(
-            [
-                "B5 rate limit, 2x overload",
-                f"max {f['max_calls_in_a_window']}/window, {f['windows_over_limit']} over, {f['responses_429']} 429s, budget {f['budget_used']}{naive}",
-                "0 windows over, >= 90 % budget",
-                "yes" if b5["figures"]["met"] else "no",
-                f"bench/b5_rate_limit.py{flag}",
-            ]
-        )
-    b6 = _load("b6_identify_cost", quick)
-    if b6:
-        c = b6["figures"]["cases"]
-        rows.append(
-            [
-                "B6 identify cost",
-                "; ".join(
-                    f"{k}: {v['calls_per_identify']}" for k, v in c.items() if "track" not in k
-                ),
-                "warm <= 1.1 calls",
-                "yes" if b6["figures"]["met"] else "no",
-                f"bench/b6_identify_cost.py{flag}",
-            ]
-        )
+    for name, (figure, target, anchor) in FIGURES.items():
+        document = _load(name, quick)
+        measured, met = _measured(name, document) if document else (NOT_MEASURED, "-")
+        rows.append([figure, measured, target, anchor, met, f"`bench/{name}.py{flag}`"])
     return rows
 
 
+def provenance(names: list[str], quick: bool) -> str:
+    """Which run each figure comes from (git revision, when), so a stale figure shows."""
+    parts = []
+    for name in names:
+        document = _load(name, quick)
+        if document:
+            when = document["finished_at"].replace("T", " ")[:16]
+            parts.append(f"`{name}` {document['revision']}, {when} UTC")
+    return "Results: " + ("; ".join(parts) if parts else "none yet") + "."
+
+
+DRILL_HEADERS = [
+    "fault",
+    "accepted",
+    "delivered",
+    "expired/failed",
+    "lost",
+    "duplicates",
+    "in flight",
+    "order violations",
+]
+
+
 def drill_rows(quick: bool) -> list[list[str]]:
+    """One row per drill of bench/results/drills.json (DRILL_HEADERS)."""
     drills = _load("drills", quick)
     if not drills:
         return []
@@ -136,7 +154,7 @@ def drill_rows(quick: bool) -> list[list[str]]:
         if not isinstance(r, dict):
             continue
         if "error" in r:
-            rows.append([r["fault"], "error: " + r["error"][:80], "", "", "", "", ""])
+            rows.append([r["fault"], "error: " + r["error"][:80], "", "", "", "", "", ""])
             continue
         rows.append(
             [
@@ -145,7 +163,9 @@ def drill_rows(quick: bool) -> list[list[str]]:
                 str(r["delivered"]),
                 str(r["expired_or_failed"]),
                 str(r["lost"]),
-                f"{r['duplicates']} (in flight {r.get('in_flight', r['in_flight_attempts_left'])})",
+                str(r["duplicates"]),
+                # lanes held at the fault, or (faults without one) attempts left unfinished
+                str(r.get("in_flight", r["in_flight_attempts_left"])),
                 str(r["order_violations"]),
             ]
         )
@@ -158,6 +178,39 @@ def markdown(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def readme_region_replace(text: str, region: str, content: str) -> str:
+    """``text`` with what lies between ``<!-- bench:<region> -->`` and its closing marker
+    replaced by ``content``."""
+    pattern = re.compile(
+        rf"(<!-- bench:{region} -->\n).*?(<!-- /bench:{region} -->)", flags=re.DOTALL
+    )
+    if not pattern.search(text):
+        raise SystemExit(
+            f"README.md has no <!-- bench:{region} --> ... <!-- /bench:{region} --> region"
+        )
+    return pattern.sub(lambda match: match[1] + content + "\n" + match[2], text, count=1)
+
+
+def readme_write(summary: list[list[str]], drills: list[list[str]]) -> None:
+    """Rewrite README's benchmark and drill tables from the recorded (not quick) results."""
+    summary_headers = ["figure", "measured", "target", "anchor", "met", "reproduce"]
+    summary_text = (
+        markdown(summary_headers, summary) + "\n\n" + provenance(list(FIGURES), quick=False)
+    )
+    drill_rows_or_none = drills or [["all drills", NOT_MEASURED, "", "", "", "", "", ""]]
+    drill_text = (
+        markdown(DRILL_HEADERS, drill_rows_or_none)
+        + "\n\n"
+        + provenance(["drills"], quick=False)
+        + " Reproduce: `bench/drills.py`."
+    )
+    text = README.read_text()
+    text = readme_region_replace(text, "summary", summary_text)
+    text = readme_region_replace(text, "drills", drill_text)
+    README.write_text(text)
+    print(f"-> {README.relative_to(ROOT)} (bench:summary, bench:drills)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -167,7 +220,14 @@ def main() -> None:
     parser.add_argument(
         "--summary-only", action="store_true", help="print the tables from existing results"
     )
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="also rewrite README.md's bench:summary and bench:drills regions",
+    )
     args = parser.parse_args()
+    if args.readme and args.quick:
+        parser.error("--readme publishes recorded results only; quick runs are not recorded")
     only = {x for x in args.only.split(",") if x}
     skip = {x for x in args.skip.split(",") if x}
     runs = {}
@@ -184,21 +244,14 @@ def main() -> None:
             started = time.perf_counter()
             code = subprocess.run(command, cwd=ROOT).returncode
             runs[script] = {"exit": code, "seconds": round(time.perf_counter() - started, 1)}
-    headers = ["figure", "measured", "target", "met", "reproduce"]
+    headers = ["figure", "measured", "target", "anchor", "met", "reproduce"]
     rows = summary_rows(args.quick)
     print("\n" + markdown(headers, rows))
-    drill_headers = [
-        "fault",
-        "accepted",
-        "delivered",
-        "expired/failed",
-        "lost",
-        "duplicates",
-        "order violations",
-    ]
     drills = drill_rows(args.quick)
     if drills:
-        print("\n" + markdown(drill_headers, drills))
+        print("\n" + markdown(DRILL_HEADERS, drills))
+    if args.readme:
+        readme_write(rows, drills)
     if not args.summary_only:
         result_write(
             "run_all",

@@ -3,8 +3,8 @@
 ``plan_build`` turns one normalised call (as stored at ingest) and a sync's ``SyncConfig`` into a
 ``Plan`` (see ``operations.py``); ``identity_resolve`` is the cheap part of it that ingest calls to
 choose the delivery lane. Everything that will not reach Intercom is reported as a ``Dropped`` with
-its reason, never silently lost. docs/mapping.md is the table of what maps to what; every row of
-it is a row of tests/integrations/intercom/test_transforms.py.
+its reason, never silently lost. The README's "Segment → Intercom mapping" is the table of what
+maps to what; every row of it is a row of tests/integrations/intercom/test_transforms.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Segment -> Intercom mapping, one table row per row of docs/mapping.md (pure: no database)."""
+"""The Segment -> Intercom mapping, one table row per row of README.md's mapping table (pure)."""
 
 from __future__ import annotations
 
@@ -837,7 +837,11 @@ def test_the_event_name_is_kept_as_given() -> None:
 
 
 def test_every_row_of_the_mapping_table_has_a_test_row() -> None:
-    table = (Path(__file__).parents[3] / "docs" / "mapping.md").read_text()
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    # the README's mapping section: from its heading to the next section of the same level
+    section = re.search(r"^## Segment → Intercom mapping$(.*?)^## ", readme, re.M | re.S)
+    assert section, "README.md has no '## Segment → Intercom mapping' section"
+    table = section[1]
     last_cells = re.findall(r"\|([^|\n]*)\|[ \t]*$", table, re.MULTILINE)
     documented = {
         test_id
@@ -851,5 +855,5 @@ def test_every_row_of_the_mapping_table_has_a_test_row() -> None:
         for case in cases
     }
 
-    assert documented, "docs/mapping.md lists no test ids"
+    assert documented, "the README's mapping table lists no test ids"
     assert documented - tested == set()
