@@ -301,6 +301,13 @@ def _subject(notification: Notification) -> _Subject:
     return _Subject(user_id="", anonymous_id=f"{item_type}:{item_id}", contact_id="")
 
 
+def _role(contact: Mapping[str, Any]) -> Any:
+    """user or lead: 2.x contacts say it in ``role``, legacy user / lead objects in ``type``."""
+    if contact.get("role"):
+        return contact["role"]
+    return contact.get("type") if contact.get("type") in ("user", "lead") else None
+
+
 def _tag_names(value: Any) -> list[str]:
     tags = value.get("tags") if isinstance(value, Mapping) else value
     if not isinstance(tags, list):
@@ -387,9 +394,7 @@ def _item_properties(item: Mapping[str, Any]) -> dict[str, Any]:
     if contact is not None:
         properties.update(
             contact_id=contact.get("id"),
-            # 2.x contacts say their role; legacy user / lead objects say it in their type.
-            role=contact.get("role")
-            or (contact.get("type") if contact.get("type") in ("user", "lead") else None),
+            role=_role(contact),
         )
     tags = _tag_names(item.get("tags"))
     if tags:
@@ -409,7 +414,7 @@ def _contact_traits(contact: Mapping[str, Any]) -> dict[str, Any]:
         "name": contact.get("name"),
         "phone": contact.get("phone"),
         "intercom_contact_id": contact.get("id"),
-        "intercom_role": contact.get("role") or contact.get("type"),
+        "intercom_role": _role(contact),
         "unsubscribed_from_emails": contact.get("unsubscribed_from_emails"),
     }
     created = contact.get("signed_up_at") or contact.get("created_at")
