@@ -5,7 +5,9 @@ then real ``celery -A config worker`` processes drain them, every attempt logged
 DeliveryAttempt. Measured in the same run, against the same sandbox, at the same concurrency:
 
 - Switchboard: Intercom calls/s the sandbox received (steady window after a warm-up);
-- a bare ``requests.Session`` loop posting the same events (the ceiling of Python + sandbox);
+- a bare ``requests.Session`` loop posting the same events (the ceiling of Python + sandbox), in
+  the workers' shape: as many processes, each with as many threads (one process of 64 threads
+  would be held back by its one GIL, flattering the ratio);
 - the naive baseline (bench/baseline_naive.py: a Celery task per event, no log, no limiter).
 
 Targets: >= 400 calls/s and >= 0.5 of the bare loop.
@@ -16,6 +18,7 @@ Targets: >= 400 calls/s and >= 0.5 of the bare loop.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import threading
 import time
@@ -60,7 +63,21 @@ def calls_in_window(
     return len(inside) / seconds, last_seq, entries
 
 
-def bare_loop(url: str, users: list[str], *, concurrency: int, seconds: float) -> float:
+def bare_loop(
+    url: str, users: list[str], *, processes: int, concurrency: int, seconds: float
+) -> float:
+    """The bare loop in ``processes`` processes of ``concurrency`` threads: calls/s in all."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes) as pool:
+        rates = pool.starmap(
+            _bare_loop_process, [(url, users, concurrency, seconds, i) for i in range(processes)]
+        )
+    return sum(rates)
+
+
+def _bare_loop_process(
+    url: str, users: list[str], concurrency: int, seconds: float, process: int
+) -> float:
     """The same POST /events from ``concurrency`` threads, each with a requests.Session."""
     done = [0]
     lock = threading.Lock()
@@ -77,7 +94,7 @@ def bare_loop(url: str, users: list[str], *, concurrency: int, seconds: float) -
         )
         n = 0
         while time.perf_counter() < stop_at:
-            user = users[(index * 31 + n) % len(users)]
+            user = users[((process * concurrency + index) * 31 + n) % len(users)]
             body = {
                 "event_name": "Bench Event",
                 "created_at": int(time.time()) - n,
@@ -189,8 +206,14 @@ def main() -> None:
 
         redis.Redis.from_url(stack.broker_url).delete(stack.queue)
 
-        # the bare loop, same sandbox, same concurrency
-        bare_rate = bare_loop(sandbox.url, users, concurrency=total_concurrency, seconds=seconds)
+        # the bare loop, same sandbox, same concurrency, same processes x threads
+        bare_rate = bare_loop(
+            sandbox.url,
+            users,
+            processes=args.workers,
+            concurrency=args.concurrency,
+            seconds=seconds,
+        )
         bare.append({"calls_per_s": round(bare_rate, 1)})
         seq = max([e["seq"] for e in sandbox.requests(seq)] or [seq])
 
@@ -277,6 +300,7 @@ def main() -> None:
             "workers": args.workers,
             "pool": args.pool,
             "concurrency_per_worker": args.concurrency,
+            "bare_loop_shape": f"{args.workers} processes x {args.concurrency} threads",
             "users": users_count,
             "events_per_user": per_user,
         },

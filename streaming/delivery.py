@@ -2,8 +2,10 @@
 
 A lane is the ordered stream of one (sync, user)'s deliveries. ``lane_drain`` claims the lane
 with a lease (one conditional UPDATE, so it works the same on PostgreSQL and SQLite and holds no
-transaction open during HTTP), then sends the head delivery, moves it to its next state and takes
-the next one, renewing the lease as it goes. Only one worker holds a lane at a time, which is
+transaction open during HTTP; it only succeeds when the lane's head is due, so a wake-up for a
+lane that is empty or held costs that one query), then sends the head delivery, moves it to its
+next state and takes the next one, renewing the lease as it goes. A delivery's state change and
+the completion of its last attempt are one statement (``rows_update_together``). Only one worker holds a lane at a time, which is
 what keeps a user's calls in ingest order with any number of workers (invariant 3); a worker that
 dies simply stops renewing, and the sweeper wakes the lane again once the lease has lapsed.
 
@@ -30,12 +32,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from integrations.intercom.client import (
@@ -46,7 +48,12 @@ from integrations.intercom.client import (
     RetryableError,
 )
 from integrations.models import Destination, Sync
-from streaming.destination_state import AttemptRecorder, DestinationStore
+from streaming.destination_state import (
+    AttemptRecorder,
+    DestinationStore,
+    RowsUpdate,
+    rows_update_together,
+)
 from streaming.models import Delivery, DeliveryAttempt, Event, Lane
 from streaming.ratelimit import rate_limiter_get
 from streaming.signals import delivery_failed, delivery_succeeded
@@ -83,11 +90,19 @@ class LaneLease:
 
     @classmethod
     def claim(cls, *, lane_id: int) -> LaneLease | None:
+        """Take the lane if nobody holds it and its head is due; None otherwise."""
         token = uuid.uuid4().hex
         now = timezone.now()
+        head = (
+            Delivery.objects.filter(lane_id=lane_id, status=PENDING).order_by("id").values("id")[:1]
+        )
+        head_due = Delivery.objects.filter(pk=Subquery(head)).filter(
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+        )
         claimed = (
             Lane.objects.filter(pk=lane_id)
             .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .filter(Exists(head_due))
             .update(leased_until=now + cls.duration(), lease_token=token)
         )
         return cls(lane_id, token, time.monotonic()) if claimed else None
@@ -106,9 +121,10 @@ class LaneLease:
             return True
         return self.renew()
 
-    def release(self) -> None:
+    def release(self, **lane_fields: Any) -> None:
+        """Give the lane up, writing ``lane_fields`` (its next due time) in the same UPDATE."""
         Lane.objects.filter(pk=self.lane_id, lease_token=self.token).update(
-            leased_until=None, lease_token=""
+            leased_until=None, lease_token="", **lane_fields
         )
 
 
@@ -120,15 +136,21 @@ def lane_drain(*, lane_id: int) -> None:
     while True:
         lease = LaneLease.claim(lane_id=lane_id)
         if lease is None:
-            # Another worker holds the lane; it checks for new deliveries after releasing it.
+            # Another worker holds the lane (it looks again after releasing it), or its head is
+            # not due (empty, or waiting for a retry the sweeper will wake).
             return
+        end: LaneEnd = ("stopped", None)
         try:
-            _lane_work(lease)
+            end = _lane_work(lease)
         finally:
-            lease.release()
+            if end[0] == "stopped":
+                lease.release()
+            else:
+                lease.release(next_attempt_at=end[1])
         # A wake-up that arrived while we held the lease was dropped by the worker that got it:
-        # look once more after releasing, so a delivery queued meanwhile is not left waiting.
-        if not _lane_is_due(lane_id=lane_id):
+        # claim once more after emptying the lane, so a delivery queued meanwhile is not left
+        # waiting (the claim fails at once when there is none).
+        if end[0] != "empty":
             return
 
 
@@ -144,40 +166,36 @@ def _heads(lane_id: int) -> list[Delivery]:
     )
 
 
-def _lane_is_due(*, lane_id: int) -> bool:
-    lane = Lane.objects.select_related("sync__destination").filter(pk=lane_id).first()
-    if lane is None or _sync_held(lane.sync):
-        return False
-    head = list(
-        Delivery.objects.filter(lane_id=lane_id, status=PENDING)
-        .order_by("id")
-        .values_list("next_attempt_at", flat=True)[:1]
-    )
-    return bool(head) and (head[0] is None or head[0] <= timezone.now())
+# How a lane's drain ended, and the lane's next due time to record with the release:
+# "empty" (none), "waiting" for its head's next try, or "stopped" (the sync is held, the lease
+# was lost, or the head's state change already recorded the lane's due time).
+LaneEnd = tuple[Literal["empty", "waiting", "stopped"], datetime | None]
 
 
-def _lane_work(lease: LaneLease) -> None:
+def _lane_work(lease: LaneLease) -> LaneEnd:
     lane = Lane.objects.select_related("sync__destination").get(pk=lease.lane_id)
     sync = lane.sync
     if _sync_held(sync):
         # Paused, or the token was refused: nothing is tried and no try is used up. The sweeper
         # skips held lanes; resuming the sync or saving a new token brings them back.
-        return
+        return ("stopped", None)
     sender = DeliverySender(sync=sync, lease=lease)
     while lease.renew_if_due():
         # The lease makes this worker the only one moving the lane's deliveries, so a batch of
         # heads read at once stays valid; it saves a query per delivery on long lanes.
         batch = _heads(lease.lane_id)
         if not batch:
-            Lane.objects.filter(pk=lease.lane_id).update(next_attempt_at=None)
-            return
+            return ("empty", None)
         for head in batch:
             now = timezone.now()
             if head.next_attempt_at is not None and head.next_attempt_at > now:
-                Lane.objects.filter(pk=lease.lane_id).update(next_attempt_at=head.next_attempt_at)
-                return
+                return ("waiting", head.next_attempt_at)
             if sender.send(head) == "stop" or not lease.renew_if_due():
-                return
+                return ("stopped", None)
+        if len(batch) < HEAD_BATCH:
+            # That was the whole lane; what arrived meanwhile is found by the next claim.
+            return ("empty", None)
+    return ("stopped", None)
 
 
 Step = Literal["next", "stop"]
@@ -191,6 +209,12 @@ class DeliverySender:
         self.destination = sync.destination
         self.lease = lease
         self._config = None
+        # Looked up once per lane, not per delivery: the client (its pooled session, found by a
+        # hash of the decrypted token), the shared limiter, the destination's caches.
+        self.client = IntercomClient.from_destination(
+            self.destination, limiter=rate_limiter_get(destination_id=self.destination.pk)
+        )
+        self.state = DestinationStore(destination=self.destination)
 
     def _plan(self, event: Event) -> Plan:
         from integrations.intercom.transforms import plan_build
@@ -201,38 +225,50 @@ class DeliverySender:
         return plan_build(call=event.payload, config=self._config)
 
     def send(self, delivery: Delivery) -> Step:
+        recorder = AttemptRecorder(
+            delivery=delivery,
+            heartbeat=self.lease.renew_if_due if self.lease else None,
+            completion_deferred=True,
+        )
+        try:
+            return self._send(delivery, recorder)
+        finally:
+            # Every state change below takes the last attempt's completion with it; whatever
+            # path did not (an error while writing) still gets the attempt completed.
+            recorder.flush()
+
+    def _send(self, delivery: Delivery, recorder: AttemptRecorder) -> Step:
         from integrations.intercom.executor import plan_execute
 
-        client = IntercomClient.from_destination(
-            self.destination, limiter=rate_limiter_get(destination_id=self.destination.pk)
-        )
-        recorder = AttemptRecorder(
-            delivery=delivery, heartbeat=self.lease.renew_if_due if self.lease else None
-        )
         try:
             # A plan without operations (filtered, no identity, ignored page) comes back as
             # "skipped" with its reason, without a request.
             outcome = plan_execute(
                 plan=self._plan(delivery.event),
-                client=client,
-                state=DestinationStore(destination=self.destination),
+                client=self.client,
+                state=self.state,
                 recorder=recorder,
             )
         except RateLimitedError as exc:
-            delivery_wait_for_reset(delivery=delivery, error=exc)
+            delivery_wait_for_reset(delivery=delivery, error=exc, recorder=recorder)
             destination_health_record(destination=self.destination, error=str(exc))
             return "stop"
         except AuthenticationError as exc:
+            recorder.flush()
             destination_auth_hold(destination=self.destination, error=str(exc))
             Delivery.objects.filter(pk=delivery.pk).update(reason=str(exc))
             return "stop"
         except PermanentError as exc:
-            delivery_finish(delivery=delivery, status=Delivery.Status.FAILED, reason=str(exc))
+            delivery_finish(
+                delivery=delivery, status=Delivery.Status.FAILED, reason=str(exc), recorder=recorder
+            )
             destination_health_record(destination=self.destination, error=str(exc))
             return "next"
         except RetryableError as exc:
             destination_health_record(destination=self.destination, error=str(exc))
-            return delivery_retry(delivery=delivery, sync=self.sync, error=str(exc))
+            return delivery_retry(
+                delivery=delivery, sync=self.sync, error=str(exc), recorder=recorder
+            )
         except Exception as exc:
             # A defect in the mapping or the executor must neither wedge the lane nor lose the
             # delivery: it is retried like a network error and expires with the traceback logged.
@@ -241,11 +277,14 @@ class DeliverySender:
                 delivery=delivery,
                 sync=self.sync,
                 error=f"Internal error: {type(exc).__name__}: {exc}",
+                recorder=recorder,
             )
         status = (
             Delivery.Status.SKIPPED if outcome.status == "skipped" else Delivery.Status.SUCCEEDED
         )
-        delivery_finish(delivery=delivery, status=status, reason=outcome.reason or "")
+        delivery_finish(
+            delivery=delivery, status=status, reason=outcome.reason or "", recorder=recorder
+        )
         if recorder.exchanges:
             destination_health_record(destination=self.destination, error="")
         return "next"
@@ -266,11 +305,40 @@ def retry_delay(*, attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, cap))
 
 
-def delivery_finish(*, delivery: Delivery, status: str, reason: str = "") -> bool:
-    """Move a pending delivery to a final state. False when it was no longer pending."""
+def _state_write(
+    delivery_update: RowsUpdate, *others: RowsUpdate, recorder: AttemptRecorder | None
+) -> int:
+    """A delivery's state change, with the completion of its last attempt: one round trip."""
+    completion = recorder.completion_take() if recorder is not None else None
+    extra = (completion,) if completion is not None else ()
+    return rows_update_together(delivery_update, *others, *extra)
+
+
+def delivery_finish(
+    *,
+    delivery: Delivery,
+    status: str,
+    reason: str = "",
+    recorder: AttemptRecorder | None = None,
+    **fields: Any,
+) -> bool:
+    """Move a pending delivery to a final state. False when it was no longer pending.
+
+    ``recorder``: its held-back attempt completion is written in the same statement.
+    """
     now = timezone.now()
-    moved = Delivery.objects.filter(pk=delivery.pk, status=PENDING).update(
-        status=status, reason=reason, completed_at=now, next_attempt_at=None
+    moved = _state_write(
+        RowsUpdate(
+            Delivery.objects.filter(pk=delivery.pk, status=PENDING),
+            {
+                "status": status,
+                "reason": reason,
+                "completed_at": now,
+                "next_attempt_at": None,
+                **fields,
+            },
+        ),
+        recorder=recorder,
     )
     if not moved:
         return False
@@ -283,40 +351,53 @@ def delivery_finish(*, delivery: Delivery, status: str, reason: str = "") -> boo
     return True
 
 
-def delivery_retry(*, delivery: Delivery, sync: Sync, error: str) -> Step:
+def delivery_retry(
+    *, delivery: Delivery, sync: Sync, error: str, recorder: AttemptRecorder | None = None
+) -> Step:
     """Count a failed try; schedule the next one, or expire past the sync's retry window."""
     now = timezone.now()
     attempts = delivery.attempts + 1
     # The window runs from the delivery's last (re)queuing: a replay starts a new one.
     if now >= delivery.retry_window_start + sync.retry_window:
-        Delivery.objects.filter(pk=delivery.pk, status=PENDING).update(attempts=attempts)
-        delivery.attempts = attempts
         delivery_finish(
             delivery=delivery,
             status=Delivery.Status.EXPIRED,
             reason=f"Retry window ({sync.retry_window}) used up after {attempts} tries. "
             f"Last error: {error}",
+            recorder=recorder,
+            attempts=attempts,
         )
+        delivery.attempts = attempts
         return "next"
     next_attempt_at = now + retry_delay(attempts=attempts)
-    Delivery.objects.filter(pk=delivery.pk, status=PENDING).update(
-        attempts=attempts, next_attempt_at=next_attempt_at, reason=error
+    _state_write(
+        RowsUpdate(
+            Delivery.objects.filter(pk=delivery.pk, status=PENDING),
+            {"attempts": attempts, "next_attempt_at": next_attempt_at, "reason": error},
+        ),
+        RowsUpdate(Lane.objects.filter(pk=delivery.lane_id), {"next_attempt_at": next_attempt_at}),
+        recorder=recorder,
     )
-    Lane.objects.filter(pk=delivery.lane_id).update(next_attempt_at=next_attempt_at)
     delivery.attempts, delivery.next_attempt_at, delivery.reason = attempts, next_attempt_at, error
     return "stop"
 
 
-def delivery_wait_for_reset(*, delivery: Delivery, error: RateLimitedError) -> None:
+def delivery_wait_for_reset(
+    *, delivery: Delivery, error: RateLimitedError, recorder: AttemptRecorder | None = None
+) -> None:
     """429: try again when Intercom's window resets; the try is not counted."""
     now = timezone.now()
     reset_at = datetime.fromtimestamp(error.reset_at, tz=UTC) if error.reset_at else now
     # Never sooner than a second from now, so a wrong clock cannot make a tight loop.
     next_attempt_at = max(reset_at, now + timedelta(seconds=1))
-    Delivery.objects.filter(pk=delivery.pk, status=PENDING).update(
-        next_attempt_at=next_attempt_at, reason=str(error)
+    _state_write(
+        RowsUpdate(
+            Delivery.objects.filter(pk=delivery.pk, status=PENDING),
+            {"next_attempt_at": next_attempt_at, "reason": str(error)},
+        ),
+        RowsUpdate(Lane.objects.filter(pk=delivery.lane_id), {"next_attempt_at": next_attempt_at}),
+        recorder=recorder,
     )
-    Lane.objects.filter(pk=delivery.lane_id).update(next_attempt_at=next_attempt_at)
 
 
 def destination_auth_hold(*, destination: Destination, error: str) -> None:

@@ -7,7 +7,10 @@ are cheap to fetch again and change behind our back when someone edits them in I
 
 ``AttemptRecorder`` writes the attempt log (invariant 6): one ``DeliveryAttempt`` per HTTP
 exchange, created before the request leaves, so that a worker killed mid-request still leaves a
-trace, and completed with Intercom's answer after it.
+trace, and completed with Intercom's answer after it. A worker may hold the completion of a
+delivery's last exchange back and write it in the same statement that moves the delivery to its
+next state (``rows_update_together``): one round trip to the database instead of two per call,
+which is most of what a delivery costs besides the HTTP exchange itself.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
+from django.db.models import QuerySet, sql
 from django.utils import timezone
 
 from integrations.intercom.client import Result, classify
@@ -128,19 +133,75 @@ def excerpt_cut(text: str, *, limit: int = RESPONSE_EXCERPT_BYTES) -> str:
     return encoded[:limit].decode("utf-8", errors="ignore")
 
 
+@dataclass(frozen=True)
+class RowsUpdate:
+    """An UPDATE still to run: these rows get these values (what ``rows.update(**values)`` does)."""
+
+    rows: QuerySet[Any]
+    values: dict[str, Any]
+
+    def as_sql(self) -> tuple[str, tuple[Any, ...]]:
+        # What QuerySet.update compiles, without running it (the values adapted by Django).
+        query = self.rows.query.chain(sql.UpdateQuery)
+        query.add_update_values(self.values)
+        query.annotations = {}
+        return query.get_compiler(self.rows.db).as_sql()
+
+
+def rows_update_together(main: RowsUpdate, *others: RowsUpdate) -> int:
+    """Run UPDATEs as one statement, hence one round trip; returns the rows ``main`` changed.
+
+    On PostgreSQL the others ride along as data-modifying CTEs, which run exactly once whether
+    or not the main statement reads them, all in the statement's one transaction. Elsewhere
+    (SQLite, the embedded mode) they run one after the other in a transaction.
+    """
+    connection = connections[main.rows.db]
+    if not others:
+        return main.rows.update(**main.values)
+    if connection.vendor != "postgresql":
+        with transaction.atomic(using=main.rows.db):
+            for other in others:
+                other.rows.update(**other.values)
+            return main.rows.update(**main.values)
+    parts, params = [], []
+    for index, other in enumerate(others):
+        statement, values = other.as_sql()
+        parts.append(f"also_{index} AS ({statement})")
+        params.extend(values)
+    statement, values = main.as_sql()
+    params.extend(values)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} {statement}", params)
+        return cursor.rowcount
+
+
 class AttemptRecorder:
-    """``ExchangeRecorder`` writing one DeliveryAttempt per exchange of one delivery."""
+    """``ExchangeRecorder`` writing one DeliveryAttempt per exchange of one delivery.
+
+    With ``completion_deferred`` the answer to the last exchange is kept until the caller takes
+    it (``completion_take``) to write it with the delivery's new state, or ``flush``es it. The
+    row itself is always created before the request: a crash in between leaves an attempt
+    without an answer, exactly as a crash during the request does.
+    """
 
     def __init__(
-        self, *, delivery: Delivery, heartbeat: Callable[[], object] | None = None
+        self,
+        *,
+        delivery: Delivery,
+        heartbeat: Callable[[], object] | None = None,
+        completion_deferred: bool = False,
     ) -> None:
         self.delivery = delivery
         self.heartbeat = heartbeat
         self.exchanges = 0
+        self.completion_deferred = completion_deferred
+        self._completion: RowsUpdate | None = None
 
     def started(self, *, method: str, url: str, body: Any) -> object:
         if self.heartbeat is not None:
             self.heartbeat()
+        # An earlier exchange of the same delivery is completed before the next one leaves.
+        self.flush()
         self.exchanges += 1
         attempt = DeliveryAttempt.objects.create(
             delivery_id=self.delivery.pk,
@@ -161,10 +222,26 @@ class AttemptRecorder:
         else:
             category = _CATEGORIES[verdict.kind]
             error_code = verdict.code[:100]
-        DeliveryAttempt.objects.filter(pk=handle).update(
-            status_code=result.status,
-            response_excerpt=excerpt_cut(result.excerpt or result.network_error),
-            category=category,
-            error_code=error_code,
-            duration_ms=max(int(result.duration_ms), 0),
+        self._completion = RowsUpdate(
+            DeliveryAttempt.objects.filter(pk=handle),
+            {
+                "status_code": result.status,
+                "response_excerpt": excerpt_cut(result.excerpt or result.network_error),
+                "category": category,
+                "error_code": error_code,
+                "duration_ms": max(int(result.duration_ms), 0),
+            },
         )
+        if not self.completion_deferred:
+            self.flush()
+
+    def completion_take(self) -> RowsUpdate | None:
+        """The last exchange's completion, not written yet; the caller now writes it."""
+        completion, self._completion = self._completion, None
+        return completion
+
+    def flush(self) -> None:
+        """Write a held-back completion now."""
+        completion = self.completion_take()
+        if completion is not None:
+            completion.rows.update(**completion.values)

@@ -244,15 +244,20 @@ class IntercomClient:
     def from_destination(
         cls, destination: Any, *, limiter: RateLimiter | None = None
     ) -> IntercomClient:
-        """The cached client of a Destination (one session per destination, token and URL)."""
+        """The cached client of a Destination: one per destination, token, URL and timeouts."""
         from django.conf import settings
 
         token = destination.access_token
+        timeouts = (
+            settings.SWITCHBOARD_INTERCOM_CONNECT_TIMEOUT,
+            settings.SWITCHBOARD_INTERCOM_READ_TIMEOUT,
+        )
         key = (
             destination.pk,
             hashlib.sha256(token.encode()).hexdigest(),
             destination.api_base_url,
             destination.api_version,
+            timeouts,
         )
         with _cache_lock:
             client = _clients.get(key)
@@ -262,8 +267,8 @@ class IntercomClient:
                     token=token,
                     api_version=destination.api_version,
                     limiter=limiter,
-                    connect_timeout=settings.SWITCHBOARD_INTERCOM_CONNECT_TIMEOUT,
-                    read_timeout=settings.SWITCHBOARD_INTERCOM_READ_TIMEOUT,
+                    connect_timeout=timeouts[0],
+                    read_timeout=timeouts[1],
                 )
                 _clients[key] = client
             elif limiter is not None:

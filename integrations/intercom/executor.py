@@ -55,6 +55,8 @@ EVENT_NAME_LIMIT = 120
 _CONFLICT_ID = re.compile(r"already exists with id=([A-Za-z0-9_-]+)")
 _LINK_ID = re.compile(r"/contacts/([^/>?;]+)>")
 Model = Literal["contact", "company"]
+_NOT_READ = object()
+_COMPANY_OPERATIONS = (CompanyUpsert, CompanyAttach, CompanyDetach)
 
 
 @dataclass(frozen=True)
@@ -116,13 +118,29 @@ class _Execution:
         self.notes: list[str] = [f"{d.field}: {d.reason}" for d in plan.dropped]
         self.sent = 0  # operations that reached Intercom successfully
         self.contact_id: str | None = None
-        self.cached: tuple[str, str] | None = None
+        self._cached: tuple[str, str] | None | object = _NOT_READ
         self.companies: dict[str, str] = {}  # our company_id -> Intercom id
         self.known_attributes: dict[str, set[str]] = {}
         self.dropped_attributes: set[tuple[str, str]] = set()
         self.attributes_refreshed: set[str] = set()
+        self.fingerprint_after: str | None = None  # set when companies ride on the identify
 
     # --- plumbing -------------------------------------------------------------------------
+
+    @property
+    def cached(self) -> tuple[str, str] | None:
+        """The ContactLink (contact id, fingerprint) of the plan's user, read when first needed.
+
+        A track of a user known by external id never needs it, which spares a query per track.
+        """
+        if self._cached is _NOT_READ:
+            identity = self.plan.identity
+            self._cached = self.state.contact_get(identity.user_key) if identity else None
+        return self._cached  # type: ignore[return-value]
+
+    @cached.setter
+    def cached(self, value: tuple[str, str] | None) -> None:
+        self._cached = value
 
     @property
     def identity(self) -> Identity:
@@ -141,19 +159,26 @@ class _Execution:
         return result
 
     def run(self) -> Outcome:
-        if self.plan.identity is not None:
-            self.cached = self.state.contact_get(self.plan.identity.user_key)
         operations = list(self.plan.operations)
         upserts = [op for op in operations if isinstance(op, ContactUpsert)]
         unchanged = [
             op for op in upserts if self.cached is not None and self.cached[1] == op.fingerprint
         ]
-        if unchanged and len(unchanged) == len(operations):
+        # An identify's fingerprint covers its companies too (transforms._identify): when it is
+        # unchanged, so are the company operations that came with it.
+        covered = [op for op in operations if isinstance(op, _COMPANY_OPERATIONS)]
+        if unchanged and len(unchanged) + len(covered) == len(operations):
             # The change detection that makes a warm identify cost zero calls.
             return Outcome("skipped", "unchanged", self.cached[0] if self.cached else None)
         operations = [op for op in operations if op not in unchanged]
+        if upserts and covered:
+            # The fingerprint is only remembered once the companies went too: a retry after a
+            # failed attach must not find the identify "unchanged" and skip it.
+            self.fingerprint_after = upserts[-1].fingerprint
         for operation in operations:
             self.perform(operation)
+        if self.fingerprint_after is not None and self.contact_id is not None:
+            self.contact_remember(self.fingerprint_after)
         reason = "; ".join(self.notes)
         if self.sent == 0:
             return Outcome("skipped", reason or "nothing was sent", self.contact_id)
@@ -213,6 +238,14 @@ class _Execution:
         for name, value in values.items():
             if name in known:
                 allowed[name] = value
+                continue
+            if value is None:
+                # null clears an attribute; one Intercom does not have holds nothing to clear,
+                # and creating it would spend one of the workspace's 250 for an empty value.
+                self.notes.append(
+                    f"{model} attribute {name!r} not sent: it is null and does not exist in "
+                    "Intercom (nothing to clear)"
+                )
                 continue
             data_type = self.plan.attribute_types.get((model, name))
             if self.plan.unknown_attributes != "create" or data_type is None:
@@ -379,7 +412,8 @@ class _Execution:
         self.contact_write(
             fields=dict(operation.fields), custom_attributes=dict(operation.custom_attributes)
         )
-        self.contact_remember(operation.fingerprint)
+        # With companies to follow, the id is cached now and the fingerprint at the end (run).
+        self.contact_remember("" if self.fingerprint_after is not None else operation.fingerprint)
         self.sent += 1
 
     def contact_touch(self, operation: ContactTouch) -> None:

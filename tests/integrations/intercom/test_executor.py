@@ -654,3 +654,70 @@ def test_an_external_id_that_was_merged_away_is_followed_to_the_survivor(harness
     ]
     assert harness.state.contacts["u-1"][0] == user["id"]
     assert [c["name"] for c in harness.contacts()] == ["Merged"]
+
+
+# --- identify with companies and nulls -------------------------------------------------------
+
+
+def identify_with_company(*, name="Ada") -> Plan:
+    """An identify carrying ``traits.company``: its fingerprint covers the company too."""
+    return Plan(
+        identity=USER,
+        operations=(
+            ContactUpsert(fields={"name": name}, custom_attributes={}, fingerprint=f"{name}|acme"),
+            CompanyUpsert(company_id="acme", fields={"name": "Acme"}, custom_attributes={}),
+            CompanyAttach(company_id="acme"),
+        ),
+    )
+
+
+def test_a_warm_identify_with_an_unchanged_company_costs_no_call(harness):
+    harness.run(identify_with_company())
+
+    outcome = harness.run(identify_with_company())
+
+    assert outcome.status == "skipped"
+    assert outcome.reason == "unchanged"
+    assert harness.calls() == []
+
+
+def test_an_identify_whose_company_attach_failed_is_sent_again_in_full(harness):
+    # given the contact went through but the attach got a 503
+    harness.sandbox.configure(
+        force_status=503, force_count=1, force_path="/contacts/", force_method="POST"
+    )
+    with pytest.raises(RetryableError):
+        harness.run(identify_with_company())
+
+    # when the delivery is retried
+    outcome = harness.run(identify_with_company())
+
+    # then it is not mistaken for "unchanged": the company is attached this time
+    assert outcome.status == "succeeded"
+    assert "POST /companies" in harness.calls()
+    state = harness.sandbox.state()
+    [contact] = state["contacts"]
+    assert len(state["company_members"][contact["id"]]) == 1
+    assert harness.state.contacts["u-1"][1] == "Ada|acme"
+
+
+def test_a_null_for_an_attribute_intercom_lacks_is_dropped_not_created(harness):
+    harness.state.attribute_names_set("contact", set())
+    plan = Plan(
+        identity=USER,
+        operations=(
+            ContactUpsert(
+                fields={"name": "Ada"}, custom_attributes={"plan_name": None}, fingerprint="x"
+            ),
+        ),
+        attribute_types={("contact", "plan_name"): "string"},
+        unknown_attributes="create",
+    )
+
+    outcome = harness.run(plan)
+
+    assert outcome.status == "succeeded"
+    assert "POST /data_attributes" not in harness.calls()
+    assert "plan_name" in outcome.reason and "null" in outcome.reason
+    [contact] = harness.contacts()
+    assert contact["custom_attributes"] == {}
