@@ -4,8 +4,9 @@
 API and the Intercom webhook source. In ONE transaction it inserts the events (a messageId the
 source already sent is acknowledged and skipped, by ``ON CONFLICT DO NOTHING``), upserts the
 lanes of (sync, user) and inserts the deliveries; only after commit does it wake the lanes and
-send ``event_ingested``. A batch costs a fixed handful of queries, whatever its size: the API
-answers 200 only once this returns, so its speed is the ingest throughput.
+send ``event_ingested``. On PostgreSQL that is one statement (one round trip, committing on its
+own), elsewhere three in a transaction, whatever the batch size: the API answers 200 only once
+this returns, so its speed is the ingest throughput.
 
 What a sync filters out (by its event filters, or because the call has no usable identity) is
 not stored: it is counted per sync and reason in the cache, in hourly buckets kept 48 hours,
@@ -92,6 +93,56 @@ def _routes_plan(calls: Sequence[Call], source_id: int) -> list[list[_Route]]:
     return plans
 
 
+def _insert_parts(
+    model: type[models.Model], rows: list[dict[str, Any]]
+) -> tuple[list[models.Field], set[str], dict[str, Any]]:
+    """The model's columns, those ``rows`` give, and the prepared default of every other one."""
+    connection = transaction.get_connection()
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    given = set(rows[0])
+    constants = {
+        f.attname: f.get_db_prep_save(f.get_default(), connection)
+        for f in fields
+        if f.attname not in given
+    }
+    return fields, given, constants
+
+
+def _unnest_insert_sql(
+    model: type[models.Model], rows: list[dict[str, Any]], *, suffix: str = ""
+) -> tuple[str, list[Any]]:
+    """PostgreSQL: ``INSERT .. SELECT * FROM unnest(arrays)`` of ``rows`` and its parameters.
+
+    One array per column, bound server-side in binary: the statement text is the same for any
+    batch size (psycopg parses it once, then prepares it) and values are never quoted into SQL.
+    The client-side binding Django uses re-parses a VALUES list of thousands of placeholders on
+    every call, which cost more than the insert itself.
+    """
+    connection = transaction.get_connection()
+    quote = connection.ops.quote_name
+    fields, given, constants = _insert_parts(model, rows)
+    arrays = [
+        [row[f.attname] for row in rows]
+        if f.attname in given
+        else [constants[f.attname]] * len(rows)
+        for f in fields
+    ]
+    casts = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
+    columns = ", ".join(quote(f.column) for f in fields)
+    table = quote(model._meta.db_table)
+    return f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({casts}){suffix}", arrays
+
+
+def _postgresql_execute(sql: str, params: list[Any], *, returning: bool) -> list[tuple[Any, ...]]:
+    connection = transaction.get_connection()
+    connection.ensure_connection()
+    # wrap_database_errors: raise Django's exceptions (OperationalError for a deadlock), as a
+    # Django cursor would.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if returning else []
+
+
 def _rows_insert(
     model: type[models.Model],
     rows: list[dict[str, Any]],
@@ -108,37 +159,15 @@ def _rows_insert(
     """
     connection = transaction.get_connection()
     quote = connection.ops.quote_name
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    given = set(rows[0])
-    constants = {
-        f.attname: f.get_db_prep_save(f.get_default(), connection)
-        for f in fields
-        if f.attname not in given
-    }
-    table = quote(model._meta.db_table)
-    columns = ", ".join(quote(f.column) for f in fields)
     suffix = f" {conflict}" if conflict else ""
     if returning:
         suffix += " RETURNING " + ", ".join(quote(column) for column in returning)
     if connection.vendor == "postgresql":
-        # One array per column, bound server-side in binary: the statement text is the same for
-        # any batch size (psycopg parses it once) and values are never quoted into SQL. The
-        # client-side binding Django uses re-parses a VALUES list of thousands of placeholders
-        # on every call, which cost more than the insert itself.
-        arrays = [
-            [row[f.attname] for row in rows]
-            if f.attname in given
-            else [constants[f.attname]] * len(rows)
-            for f in fields
-        ]
-        casts = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
-        sql = f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({casts}){suffix}"
-        connection.ensure_connection()
-        # wrap_database_errors: raise Django's exceptions (OperationalError for a deadlock),
-        # as a Django cursor would.
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(sql, arrays)
-            return cursor.fetchall() if returning else []
+        sql, arrays = _unnest_insert_sql(model, rows, suffix=suffix)
+        return _postgresql_execute(sql, arrays, returning=bool(returning))
+    fields, given, constants = _insert_parts(model, rows)
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(f.column) for f in fields)
     placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
     params: list[Any] = []
     for row in rows:
@@ -151,20 +180,14 @@ def _rows_insert(
         return cursor.fetchall() if returning else []
 
 
-def _events_insert(
+def _event_rows(
     *, source: Source, calls: Sequence[Call], received_at: datetime
-) -> dict[str, int]:
-    """Insert the events; return {messageId: id} for those that were new.
-
-    ``ON CONFLICT DO NOTHING RETURNING`` (PostgreSQL, and SQLite >= 3.35) returns exactly the
-    rows that did not conflict: which calls are new is known in one statement, without a race
-    with a concurrent copy of the same batch (``bulk_create(ignore_conflicts=True)`` cannot say).
-    """
+) -> list[dict[str, Any]]:
     connection = transaction.get_connection()
     adapt_datetime = connection.ops.adapt_datetimefield_value
     payload_field = Event._meta.get_field("payload")
     received = adapt_datetime(received_at)
-    rows = [
+    return [
         {
             "source_id": source.pk,
             "message_id": call.message_id,
@@ -178,39 +201,60 @@ def _events_insert(
         }
         for call in calls
     ]
-    quote = connection.ops.quote_name
+
+
+def _events_conflict() -> str:
+    # A messageId the source already sent is acknowledged and skipped.
+    quote = transaction.get_connection().ops.quote_name
+    return f"ON CONFLICT ({quote('source_id')}, {quote('message_id')}) DO NOTHING"
+
+
+def _events_insert(
+    *, source: Source, calls: Sequence[Call], received_at: datetime
+) -> dict[str, int]:
+    """Insert the events; return {messageId: id} for those that were new.
+
+    ``ON CONFLICT DO NOTHING RETURNING`` (PostgreSQL, and SQLite >= 3.35) returns exactly the
+    rows that did not conflict: which calls are new is known in one statement, without a race
+    with a concurrent copy of the same batch (``bulk_create(ignore_conflicts=True)`` cannot say).
+    """
     inserted = _rows_insert(
         Event,
-        rows,
-        conflict=f"ON CONFLICT ({quote('source_id')}, {quote('message_id')}) DO NOTHING",
+        _event_rows(source=source, calls=calls, received_at=received_at),
+        conflict=_events_conflict(),
         returning=("id", "message_id"),
     )
     return {message_id: pk for pk, message_id in inserted}
+
+
+def _lane_conflict() -> str:
+    # An idle lane (next_attempt_at NULL) becomes due now; a lane waiting for a retry keeps its
+    # backoff, which the ORM's update_conflicts cannot express (it would overwrite it).
+    quote = transaction.get_connection().ops.quote_name
+    next_attempt = quote("next_attempt_at")
+    return (
+        f"ON CONFLICT ({quote('sync_id')}, {quote('user_key')}) DO UPDATE SET "
+        f"{next_attempt} = COALESCE({quote(Lane._meta.db_table)}.{next_attempt}, "
+        f"EXCLUDED.{next_attempt})"
+    )
 
 
 def _lanes_upsert(*, keys: Iterable[tuple[int, str]], now: datetime) -> dict[tuple[int, str], int]:
     """Make sure a Lane exists for each (sync, user); mark idle ones due now; return their ids.
 
     One statement whatever the number of lanes: ``INSERT .. ON CONFLICT DO UPDATE .. RETURNING``
-    (PostgreSQL, and SQLite >= 3.35) inserts the new lanes and returns every id. An idle lane
-    (next_attempt_at NULL) becomes due now; a lane waiting for a retry keeps its backoff, which
-    the ORM's update_conflicts cannot express (it would overwrite it).
+    (PostgreSQL, and SQLite >= 3.35) inserts the new lanes and returns every id.
     """
     # Sorted, so that concurrent ingests lock shared lanes in the same order (no deadlock).
     ordered = sorted(set(keys))
-    connection = transaction.get_connection()
-    quote = connection.ops.quote_name
-    due = connection.ops.adapt_datetimefield_value(now)
-    next_attempt = quote("next_attempt_at")
+    due = transaction.get_connection().ops.adapt_datetimefield_value(now)
     rows = _rows_insert(
         Lane,
         [
             {"sync_id": sync_id, "user_key": user_key, "next_attempt_at": due}
             for sync_id, user_key in ordered
         ],
-        conflict=f"ON CONFLICT ({quote('sync_id')}, {quote('user_key')}) DO UPDATE SET "
-        f"{next_attempt} = COALESCE({quote(Lane._meta.db_table)}.{next_attempt}, "
-        f"EXCLUDED.{next_attempt})",
+        conflict=_lane_conflict(),
         returning=("id", "sync_id", "user_key"),
     )
     return {(sync_id, user_key): lane_id for lane_id, sync_id, user_key in rows}
@@ -235,11 +279,16 @@ def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetim
         return IngestResult(duplicates=repeated)
 
     plans = _routes_plan(unique, source.pk)
+    store = (
+        _ingest_one_statement
+        if transaction.get_connection().vendor == "postgresql"
+        else _ingest_atomic
+    )
     attempt = 0
     while True:
         attempt += 1
         try:
-            return _ingest_atomic(
+            return store(
                 source=source, calls=unique, plans=plans, received_at=received_at, repeated=repeated
             )
         except OperationalError as exc:
@@ -256,6 +305,66 @@ def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetim
             log.warning("ingest deadlock on source %s, retrying (%s)", source.pk, attempt)
 
 
+@dataclass
+class _Outcome:
+    """What the events insert decided: new events, duplicates, deliveries to queue, filtered."""
+
+    event_ids: list[int]
+    duplicates: list[str]
+    pending: list[tuple[int, _Route]]
+    filtered: Counter[tuple[int, str]]
+
+
+def _outcome(
+    calls: list[Call], plans: list[list[_Route]], new_ids: Mapping[str, int], repeated: list[str]
+) -> _Outcome:
+    outcome = _Outcome(event_ids=[], duplicates=list(repeated), pending=[], filtered=Counter())
+    for call, verdicts in zip(calls, plans, strict=True):
+        event_id = new_ids.get(call.message_id)
+        if event_id is None:
+            outcome.duplicates.append(call.message_id)
+            continue
+        outcome.event_ids.append(event_id)
+        for verdict in verdicts:
+            if verdict.reason:
+                outcome.filtered[(verdict.sync_id, verdict.reason)] += 1
+            else:
+                outcome.pending.append((event_id, verdict))
+    return outcome
+
+
+def _accepted(
+    *, source: Source, outcome: _Outcome, lane_ids: Iterable[int], received_at: datetime
+) -> IngestResult:
+    """Queue what follows the commit, and say what was stored.
+
+    Registered inside the ingest transaction, the hooks run once it commits (or once the
+    caller's transaction does); after the one-statement ingest they run at once, the statement
+    having committed. The calls are accepted whatever happens next: these hooks are robust (an
+    error is logged, never turned into an error answer that would make clients resend what is
+    already stored).
+    """
+    woken = sorted(set(lane_ids))
+    filtered = outcome.filtered
+    event_ids = outcome.event_ids
+    if woken:
+        transaction.on_commit(lambda: lanes_wake(woken), robust=True)
+    if filtered:
+        transaction.on_commit(lambda: filtered_count(counts=filtered, at=received_at), robust=True)
+    if event_ids:
+        transaction.on_commit(
+            lambda: event_ingested.send(sender=Source, source_id=source.pk, event_ids=event_ids),
+            robust=True,
+        )
+    return IngestResult(
+        event_ids=event_ids,
+        duplicates=outcome.duplicates,
+        deliveries=len(outcome.pending),
+        lane_ids=woken,
+        filtered=sum(filtered.values()),
+    )
+
+
 def _ingest_atomic(
     *,
     source: Source,
@@ -264,29 +373,16 @@ def _ingest_atomic(
     received_at: datetime,
     repeated: list[str],
 ) -> IngestResult:
+    """Events, lanes and deliveries in three statements inside one transaction (any database)."""
     now = timezone.now()
     with transaction.atomic():
         new_ids = _events_insert(source=source, calls=calls, received_at=received_at)
-        event_ids: list[int] = []
-        duplicates = list(repeated)
-        pending: list[tuple[int, _Route]] = []
-        filtered: Counter[tuple[int, str]] = Counter()
-        for call, verdicts in zip(calls, plans, strict=True):
-            event_id = new_ids.get(call.message_id)
-            if event_id is None:
-                duplicates.append(call.message_id)
-                continue
-            event_ids.append(event_id)
-            for verdict in verdicts:
-                if verdict.reason:
-                    filtered[(verdict.sync_id, verdict.reason)] += 1
-                else:
-                    pending.append((event_id, verdict))
-
+        outcome = _outcome(calls, plans, new_ids, repeated)
         lane_ids: dict[tuple[int, str], int] = {}
-        if pending:
+        if outcome.pending:
             lane_ids = _lanes_upsert(
-                keys=((verdict.sync_id, verdict.user_key) for _, verdict in pending), now=now
+                keys=((verdict.sync_id, verdict.user_key) for _, verdict in outcome.pending),
+                now=now,
             )
             created = transaction.get_connection().ops.adapt_datetimefield_value(received_at)
             _rows_insert(
@@ -299,32 +395,128 @@ def _ingest_atomic(
                         "user_key": verdict.user_key,
                         "created_at": created,
                     }
-                    for event_id, verdict in pending
+                    for event_id, verdict in outcome.pending
                 ],
             )
-        woken = sorted(set(lane_ids.values()))
-        # After commit the calls are accepted whatever happens next: these hooks are robust
-        # (an error is logged, never turned into an error answer that would make clients
-        # resend what is already stored).
-        if woken:
-            transaction.on_commit(lambda: lanes_wake(woken), robust=True)
-        if filtered:
-            transaction.on_commit(
-                lambda: filtered_count(counts=filtered, at=received_at), robust=True
-            )
-        if event_ids:
-            transaction.on_commit(
-                lambda: event_ingested.send(
-                    sender=Source, source_id=source.pk, event_ids=event_ids
-                ),
-                robust=True,
-            )
-    return IngestResult(
-        event_ids=event_ids,
-        duplicates=duplicates,
-        deliveries=len(pending),
-        lane_ids=woken,
-        filtered=sum(filtered.values()),
+        return _accepted(
+            source=source, outcome=outcome, lane_ids=lane_ids.values(), received_at=received_at
+        )
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """A value bound as a parameter of an ``INSERT .. SELECT``, cast to its column's type."""
+
+    value: Any
+
+
+def _select_list(
+    model: type[models.Model], given: Mapping[str, str | _Bound], params: list[Any]
+) -> tuple[str, str]:
+    """(columns, expressions) of an ``INSERT .. SELECT`` into ``model``.
+
+    The ``given`` columns ({attname: SQL expression or bound value}) as given, every other one
+    its field default (so a field added with a default keeps working). Bound values are appended
+    to ``params`` in the order of the expressions, where their placeholders are.
+    """
+    connection = transaction.get_connection()
+    quote = connection.ops.quote_name
+    fields, _, constants = _insert_parts(model, [dict.fromkeys(given)])
+    expressions = []
+    for f in fields:
+        expression = given.get(f.attname)
+        if isinstance(expression, str):
+            expressions.append(expression)
+            continue
+        params.append(constants[f.attname] if expression is None else expression.value)
+        expressions.append(f"%b::{f.db_type(connection)}")
+    return ", ".join(quote(f.column) for f in fields), ", ".join(expressions)
+
+
+def _ingest_one_statement(
+    *,
+    source: Source,
+    calls: list[Call],
+    plans: list[list[_Route]],
+    received_at: datetime,
+    repeated: list[str],
+) -> IngestResult:
+    """PostgreSQL: events, lanes and deliveries in ONE statement, hence one round trip.
+
+    Data-modifying CTEs: the events insert returns the new events, and only their routes upsert
+    lanes (in (sync, user) order, as ``_lanes_upsert``, so that concurrent ingests lock shared
+    lanes in the same order) and insert deliveries (in call order). Outside a caller's
+    transaction the statement commits on its own (autocommit) without BEGIN and COMMIT round
+    trips; inside one it is part of it. A single call cost five round trips before (profiled:
+    most of its database time).
+    """
+    connection = transaction.get_connection()
+    quote = connection.ops.quote_name
+    adapt_datetime = connection.ops.adapt_datetimefield_value
+    events_sql, params = _unnest_insert_sql(
+        Event,
+        _event_rows(source=source, calls=calls, received_at=received_at),
+        suffix=f" {_events_conflict()} RETURNING {quote('id')}, {quote('message_id')}",
+    )
+    routes = [
+        (call.message_id, verdict.sync_id, verdict.user_key)
+        for call, verdicts in zip(calls, plans, strict=True)
+        for verdict in verdicts
+        if not verdict.reason
+    ]
+    sql = f"WITH new_events AS ({events_sql})"
+    if not routes:
+        sql += f" SELECT {quote('id')}, {quote('message_id')}, NULL FROM new_events"
+    else:
+        params += [list(column) for column in zip(*routes, strict=True)]
+        sql += (
+            ", routed AS (SELECT r.position, r.sync_id, r.user_key, e.id AS event_id"
+            " FROM unnest(%b::text[], %b::bigint[], %b::text[]) WITH ORDINALITY"
+            " AS r(message_id, sync_id, user_key, position)"
+            f" JOIN new_events e ON e.{quote('message_id')} = r.message_id)"
+        )
+        columns, values = _select_list(
+            Lane,
+            {
+                "sync_id": "k.sync_id",
+                "user_key": "k.user_key",
+                "next_attempt_at": _Bound(adapt_datetime(timezone.now())),
+            },
+            params,
+        )
+        sql += (
+            f", lanes AS (INSERT INTO {quote(Lane._meta.db_table)} ({columns})"
+            f" SELECT {values} FROM (SELECT DISTINCT sync_id, user_key FROM routed) k"
+            f" ORDER BY k.sync_id, k.user_key {_lane_conflict()}"
+            f" RETURNING {quote('id')}, {quote('sync_id')}, {quote('user_key')})"
+        )
+        columns, values = _select_list(
+            Delivery,
+            {
+                "event_id": "r.event_id",
+                "sync_id": "r.sync_id",
+                "lane_id": "l.id",
+                "user_key": "r.user_key",
+                "created_at": _Bound(adapt_datetime(received_at)),
+            },
+            params,
+        )
+        sql += (
+            f", deliveries AS (INSERT INTO {quote(Delivery._meta.db_table)} ({columns})"
+            f" SELECT {values} FROM routed r JOIN lanes l"
+            f" ON l.{quote('sync_id')} = r.sync_id AND l.{quote('user_key')} = r.user_key"
+            " ORDER BY r.position)"
+            f" SELECT {quote('id')}, {quote('message_id')}, NULL FROM new_events"
+            f" UNION ALL SELECT NULL, NULL, {quote('id')} FROM lanes"
+        )
+    rows = _postgresql_execute(sql, params, returning=True)
+    new_ids = {message_id: pk for pk, message_id, _ in rows if pk is not None}
+    lane_ids = [lane_id for pk, _, lane_id in rows if pk is None]
+    return _accepted(
+        source=source,
+        outcome=_outcome(calls, plans, new_ids, repeated),
+        lane_ids=lane_ids,
+        received_at=received_at,
     )
 
 

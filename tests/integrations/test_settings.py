@@ -95,7 +95,7 @@ def test_production_servers_come_from_the_environment(tmp_path: Path):
     assert settings["broker"] == "amqp://guest:guest@mq.example:5672//"
     assert "data_folder_in" not in (settings["broker_options"] or {})  # no broker folder
     assert settings["cache"] == {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "config.cache.ReusedClientRedisCache",  # Django's RedisCache, clients reused
         "LOCATION": "redis://cache.example:6379/2",
     }
     assert settings["keys"] == [new, old]  # newest first: it encrypts, both decrypt

@@ -133,17 +133,27 @@ def wakeups_clear() -> None:
         broker.delete(key)
 
 
-def wakeups_read() -> list[int]:
-    """The lane ids of the lane_drain messages waiting in the broker's queue."""
+def wakeup_messages() -> list[list[int]]:
+    """The lane ids of each wake-up message waiting in the broker's queue, one list a message.
+
+    Reads both shapes: ``lanes_drain`` (a list of lanes) and the older one-lane ``lane_drain``.
+    """
     broker = _broker()
-    lane_ids: list[int] = []
+    messages: list[list[int]] = []
     for key in broker.scan_iter(settings.CELERY_TASK_DEFAULT_QUEUE + "*"):
         if broker.type(key) != b"list":
             continue
         for raw in broker.lrange(key, 0, -1):
             message = json.loads(raw)
-            if message["headers"].get("task") != "switchboard.lane_drain":
-                continue
+            task = message["headers"].get("task")
             args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-            lane_ids.append(args[0])
-    return sorted(lane_ids)
+            if task == "switchboard.lanes_drain":
+                messages.append(list(args[0]))
+            elif task == "switchboard.lane_drain":
+                messages.append([args[0]])
+    return messages
+
+
+def wakeups_read() -> list[int]:
+    """The lane ids of the wake-up messages waiting in the broker's queue."""
+    return sorted(lane_id for message in wakeup_messages() for lane_id in message)

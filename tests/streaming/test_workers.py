@@ -61,5 +61,5 @@ def test_four_workers_send_each_users_identify_before_their_tracks(
     # and the work was shared: more than one worker process sent requests
     assert DeliveryAttempt.objects.count() == len(intercom_sandbox.requests)
     logs = celery_worker_process.logs()
-    busy = [chunk for chunk in logs.split("--- ")[1:] if "switchboard.lane_drain" in chunk]
+    busy = [chunk for chunk in logs.split("--- ")[1:] if "switchboard.lanes_drain" in chunk]
     assert len(busy) > 1
