@@ -138,3 +138,38 @@ def test_retention_purges_logs_and_payloads_by_age_only(intercom_sandbox, settin
     assert payloads_blanked == 1
     # the delivery rows themselves remain (the trail of what happened)
     assert Delivery.objects.filter(pk=old_done.pk, status="succeeded").exists()
+
+
+def test_a_lane_is_only_claimed_when_its_head_is_due(intercom_sandbox):
+    sync = sync_into(intercom_sandbox)
+    head, later = ingest(sync, [identify("waiting"), track("waiting", "Later")])
+    # given the head waits for a retry a minute from now
+    Delivery.objects.filter(pk=head.pk).update(
+        next_attempt_at=timezone.now() + timedelta(minutes=1)
+    )
+    # then a wake-up neither claims the lane nor sends the delivery behind the head
+    assert LaneLease.claim(lane_id=head.lane_id) is None
+    lane_drain(lane_id=head.lane_id)
+    assert intercom_sandbox.requests == []
+    # when an older delivery is replayed in front of it (due now), the lane is due again
+    Delivery.objects.filter(pk=head.pk).update(next_attempt_at=None)
+    Delivery.objects.filter(pk=later.pk).update(
+        next_attempt_at=timezone.now() + timedelta(minutes=1)
+    )
+    lane_drain(lane_id=head.lane_id)
+    assert statuses([head, later]) == ["succeeded", "pending"]
+    lane = Lane.objects.get(pk=head.lane_id)
+    # and the lane records when its new head is due, for the sweeper
+    assert lane.next_attempt_at == Delivery.objects.get(pk=later.pk).next_attempt_at
+    assert lane.leased_until is None
+
+
+def test_an_emptied_lane_has_no_due_time(intercom_sandbox):
+    sync = sync_into(intercom_sandbox)
+    (delivery,) = ingest(sync, [identify("done")])
+    lane_drain(lane_id=delivery.lane_id)
+    lane = Lane.objects.get(pk=delivery.lane_id)
+    assert statuses([delivery]) == ["succeeded"]
+    assert lane.next_attempt_at is None and lane.leased_until is None
+    # a late wake-up for it finds nothing to claim
+    assert LaneLease.claim(lane_id=delivery.lane_id) is None

@@ -13,7 +13,13 @@ from django.conf import settings
 
 from integrations.intercom.client import IntercomClient, RateLimit
 from integrations.intercom.sandbox import Sandbox
-from streaming.ratelimit import RESET_GUARD, LocalRateLimiter, RedisRateLimiter, rate_limiter_get
+from streaming.ratelimit import (
+    RESET_GUARD,
+    UNLIMITED_BATCH,
+    LocalRateLimiter,
+    RedisRateLimiter,
+    rate_limiter_get,
+)
 
 LIMIT = 100  # calls per 10-second window
 CALLERS = 6  # like six worker processes, each calling as fast as it can
@@ -112,3 +118,30 @@ def test_answers_without_rate_headers_are_not_throttled() -> None:
 def test_each_destination_has_its_own_limiter() -> None:
     assert rate_limiter_get(destination_id=1) is rate_limiter_get(destination_id=1)
     assert rate_limiter_get(destination_id=1) is not rate_limiter_get(destination_id=2)
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_limit_that_appears_after_answers_without_one_is_kept() -> None:
+    # given a workspace that answered without rate headers (no limit: calls go out in batches)
+    with Sandbox() as sandbox:
+        destination_id = 10_000_000 + uuid.uuid4().int % 1_000_000
+        limiter = RedisRateLimiter(
+            client=redis.Redis.from_url(settings.REDIS_URL), destination_id=destination_id
+        )
+        limiter.reset()
+        client = IntercomClient(
+            base_url=sandbox.url, token="sandbox-token", api_version="2.16", limiter=limiter
+        )
+        assert [client.me().status for _ in range(20)] == [200] * 20
+        # when it starts answering with a limit of 100 a window
+        sandbox.configure(rate_limit=LIMIT)
+        end = first_full_window_end(time.time())
+        statuses = hammer([limiter], sandbox.url, end)
+        client.close()
+        limiter.reset()
+    # then the limit holds from the first full window on, without a 429 there
+    windows = windows_of(sandbox)
+    full_window = int(end // 10) - 1
+    assert windows[full_window] <= LIMIT, windows
+    assert windows[full_window] >= 0.9 * LIMIT, windows
+    assert statuses.count(429) <= UNLIMITED_BATCH
