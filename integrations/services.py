@@ -66,7 +66,11 @@ def write_key_authenticate(*, key: str) -> WriteKey | None:
         return None
     key_hash = write_key_hash(key)
     cache_name = write_key_cache_name(key_hash=key_hash)
-    write_key = cache.get(cache_name)
+    used_name = f"switchboard:write-key-used:{key_hash}"
+    # One cache round trip for the key and its last-used mark: on this hot path each round trip
+    # costs more than the work around it (profiled in bench/b1_ingest_single.py).
+    cached = cache.get_many([cache_name, used_name])
+    write_key = cached.get(cache_name)
     if write_key is None:
         write_key = (
             WriteKey.objects.select_related("source")
@@ -84,14 +88,15 @@ def write_key_authenticate(*, key: str) -> WriteKey | None:
         or write_key.source.kind != Source.Kind.HTTP
     ):
         return None
-    _write_key_touch(write_key=write_key)
+    if used_name not in cached:
+        _write_key_touch(write_key=write_key, used_name=used_name)
     return write_key
 
 
-def _write_key_touch(*, write_key: WriteKey) -> None:
+def _write_key_touch(*, write_key: WriteKey, used_name: str) -> None:
     # cache.add is atomic across processes (Redis SET NX): one UPDATE per key per minute, not one
     # per request, so hot keys do not serialise ingest on a row lock.
-    if cache.add(f"switchboard:write-key-used:{write_key.pk}", 1, WRITE_KEY_TOUCH_SECONDS):
+    if cache.add(used_name, 1, WRITE_KEY_TOUCH_SECONDS):
         now = timezone.now()
         WriteKey.objects.filter(pk=write_key.pk).update(last_used_at=now)
         write_key.last_used_at = now
