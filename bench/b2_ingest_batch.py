@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -60,72 +60,10 @@ def batch_body(tag: str, n: int) -> dict:
     }
 
 
-def _copy_loop(
-    database_url: str,
-    tag: str,
-    stop_at: float,
-    source_id: int,
-    sync_id: int,
-    lane_id: int,
-    done: Any,
-) -> None:
-    """One COPY client (a process of its own): batches of 100 events and their deliveries."""
-    import psycopg
-
-    n = 0
-    with psycopg.connect(database_url) as conn:
-        while time.monotonic() < stop_at:
-            body = batch_body(tag, n)["batch"]
-            now = datetime.now(UTC)
-            with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(
-                    "COPY bench_copy_event (source_id, message_id, type, user_id, anonymous_id,"
-                    " event_name, payload, timestamp, received_at) FROM STDIN"
-                ) as copy:
-                    for call in body:
-                        copy.write_row(
-                            (
-                                source_id,
-                                call["messageId"],
-                                "track",
-                                call["userId"],
-                                "",
-                                call["event"],
-                                json.dumps(call),
-                                now,
-                                now,
-                            )
-                        )
-                # The deliveries reference the events by id: take them back as ingest does.
-                cur.execute(
-                    "SELECT id FROM bench_copy_event WHERE source_id = %s AND message_id = ANY(%s)",
-                    (source_id, [c["messageId"] for c in body]),
-                )
-                ids = [r[0] for r in cur.fetchall()]
-                with cur.copy(
-                    "COPY bench_copy_delivery (event_id, sync_id, lane_id, user_key, status,"
-                    " attempts, reason, created_at) FROM STDIN"
-                ) as copy:
-                    for event_id, call in zip(ids, body, strict=False):
-                        copy.write_row(
-                            (event_id, sync_id, lane_id or 1, call["userId"], "pending", 0, "", now)
-                        )
-            n += 1
-            with done.get_lock():
-                done.value += BATCH
-
-
 def copy_limit(
     database_url: str, *, concurrency: int, seconds: float, source_id: int, sync_id: int
 ) -> dict:
-    """Events and deliveries written with COPY, 100 events a transaction, ``concurrency`` clients.
-
-    Each client is a process: as threads of one process the clients shared one GIL, so the
-    "limit" measured Python building rows (below what the ingest pipeline, three gunicorn
-    processes, reached), not PostgreSQL.
-    """
-    import multiprocessing
-
+    """Events and deliveries written with COPY, 100 events a transaction, ``concurrency`` threads."""
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -133,31 +71,77 @@ def copy_limit(
             conn.execute(f"DROP TABLE IF EXISTS bench_copy_{table}")
             conn.execute(f"CREATE TABLE bench_copy_{table} (LIKE streaming_{table} INCLUDING ALL)")
         lane_id = conn.execute("SELECT coalesce(max(id), 0) FROM streaming_lane").fetchone()[0]
-    context = multiprocessing.get_context("fork")
-    done = context.Value("q", 0)
+    done = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
     tag = uuid.uuid4().hex[:8]
-    started = time.monotonic()
-    clients = [
-        context.Process(
-            target=_copy_loop,
-            args=(database_url, f"{tag}-{i}", started + seconds, source_id, sync_id, lane_id, done),
-        )
-        for i in range(concurrency)
-    ]
-    for client in clients:
-        client.start()
-    for client in clients:
-        client.join()
-    elapsed = time.monotonic() - started
-    if any(client.exitcode for client in clients):
-        raise RuntimeError("a COPY client failed")
+
+    def loop(thread: int) -> None:
+        n = 0
+        with psycopg.connect(database_url) as conn:
+            while time.perf_counter() < stop_at:
+                body = batch_body(f"{tag}-{thread}", n)["batch"]
+                now = datetime.now(UTC)
+                with conn.transaction(), conn.cursor() as cur:
+                    with cur.copy(
+                        "COPY bench_copy_event (source_id, message_id, type, user_id, anonymous_id,"
+                        " event_name, payload, timestamp, received_at) FROM STDIN"
+                    ) as copy:
+                        for call in body:
+                            copy.write_row(
+                                (
+                                    source_id,
+                                    call["messageId"],
+                                    "track",
+                                    call["userId"],
+                                    "",
+                                    call["event"],
+                                    json.dumps(call),
+                                    now,
+                                    now,
+                                )
+                            )
+                    # The deliveries reference the events by id: take them back as ingest does.
+                    cur.execute(
+                        "SELECT id FROM bench_copy_event WHERE source_id = %s AND message_id = ANY(%s)",
+                        (source_id, [c["messageId"] for c in body]),
+                    )
+                    ids = [r[0] for r in cur.fetchall()]
+                    with cur.copy(
+                        "COPY bench_copy_delivery (event_id, sync_id, lane_id, user_key, status,"
+                        " attempts, reason, created_at) FROM STDIN"
+                    ) as copy:
+                        for event_id, call in zip(ids, body, strict=False):
+                            copy.write_row(
+                                (
+                                    event_id,
+                                    sync_id,
+                                    lane_id or 1,
+                                    call["userId"],
+                                    "pending",
+                                    0,
+                                    "",
+                                    now,
+                                )
+                            )
+                n += 1
+                with lock:
+                    done[0] += BATCH
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
     with psycopg.connect(database_url, autocommit=True) as conn:
         for table in ("delivery", "event"):
             conn.execute(f"DROP TABLE IF EXISTS bench_copy_{table}")
     return {
-        "events": done.value,
+        "events": done[0],
         "seconds": round(elapsed, 2),
-        "events_per_s": round(done.value / elapsed, 1),
+        "events_per_s": round(done[0] / elapsed, 1),
     }
 
 
