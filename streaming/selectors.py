@@ -14,7 +14,16 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from django.db import connection
-from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, Q, QuerySet
+from django.db.models import (
+    Aggregate,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Q,
+    QuerySet,
+    TextField,
+)
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.utils import timezone
 
@@ -52,9 +61,14 @@ class Timeline:
 # The two places Segment calls carry an email. As expressions, so that an expression index on
 # either (``models.Index(TRAITS_EMAIL, name=...)``, ``payload #>> '{traits,email}'`` in
 # PostgreSQL) serves the lookup; without one it is a scan, fine for an admin page.
-TRAITS_EMAIL = KeyTextTransform("email", KeyTransform("traits", "payload"))
-CONTEXT_TRAITS_EMAIL = KeyTextTransform(
-    "email", KeyTransform("traits", KeyTransform("context", "payload"))
+# Wrapped as plain text: a key transform's own ``__in`` lookup reads its values as JSON
+# documents on SQLite ("malformed JSON" for an address); the wrapper adds nothing to the SQL.
+TRAITS_EMAIL = ExpressionWrapper(
+    KeyTextTransform("email", KeyTransform("traits", "payload")), output_field=TextField()
+)
+CONTEXT_TRAITS_EMAIL = ExpressionWrapper(
+    KeyTextTransform("email", KeyTransform("traits", KeyTransform("context", "payload"))),
+    output_field=TextField(),
 )
 
 
