@@ -260,7 +260,11 @@ class DeliverySender:
             return "stop"
         except PermanentError as exc:
             delivery_finish(
-                delivery=delivery, status=Delivery.Status.FAILED, reason=str(exc), recorder=recorder
+                delivery=delivery,
+                status=Delivery.Status.FAILED,
+                reason=str(exc),
+                recorder=recorder,
+                attempts=delivery.attempts + 1,
             )
             destination_health_record(destination=self.destination, error=str(exc))
             return "next"
@@ -282,8 +286,15 @@ class DeliverySender:
         status = (
             Delivery.Status.SKIPPED if outcome.status == "skipped" else Delivery.Status.SUCCEEDED
         )
+        # The try that reached Intercom counts, so "after N tries" and the health page's
+        # "first try" / "after retry" read the same number.
+        tries = {"attempts": delivery.attempts + 1} if recorder.exchanges else {}
         delivery_finish(
-            delivery=delivery, status=status, reason=outcome.reason or "", recorder=recorder
+            delivery=delivery,
+            status=status,
+            reason=outcome.reason or "",
+            recorder=recorder,
+            **tries,
         )
         if recorder.exchanges:
             destination_health_record(destination=self.destination, error="")
@@ -344,6 +355,8 @@ def delivery_finish(
         return False
     delivery.status, delivery.reason, delivery.completed_at = status, reason, now
     delivery.next_attempt_at = None
+    for name, value in fields.items():
+        setattr(delivery, name, value)
     if status == Delivery.Status.SUCCEEDED:
         delivery_succeeded.send(sender=Delivery, delivery=delivery)
     elif status in (Delivery.Status.FAILED, Delivery.Status.EXPIRED):
