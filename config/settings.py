@@ -180,6 +180,9 @@ CELERY_BEAT_SCHEDULE = {
     },
     "retention-purge": {"task": "switchboard.retention_purge", "schedule": 3600.0},
 }
+# The delivery hot path's statements are prepared on PostgreSQL (streaming/statements.py); off for
+# a pooler that does not keep prepared statements (PgBouncer in transaction mode before 1.21).
+SWITCHBOARD_DATABASE_PREPARE = env.bool("SWITCHBOARD_DATABASE_PREPARE", default=True)
 SWITCHBOARD_WRITE_KEY_RATE_LIMIT = env.int("SWITCHBOARD_WRITE_KEY_RATE_LIMIT", default=0)
 SWITCHBOARD_INTERCOM_CONNECT_TIMEOUT = env.float(
     "SWITCHBOARD_INTERCOM_CONNECT_TIMEOUT", default=5.0

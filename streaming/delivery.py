@@ -48,15 +48,11 @@ from integrations.intercom.client import (
     RetryableError,
 )
 from integrations.models import Destination, Sync
-from streaming.destination_state import (
-    AttemptRecorder,
-    DestinationStore,
-    RowsUpdate,
-    rows_update_together,
-)
+from streaming.destination_state import AttemptRecorder, DestinationStore
 from streaming.models import Delivery, DeliveryAttempt, Event, Lane
 from streaming.ratelimit import rate_limiter_get
 from streaming.signals import delivery_failed, delivery_succeeded
+from streaming.statements import RowsUpdate, rows_update_together
 
 if TYPE_CHECKING:
     from integrations.intercom.operations import Plan
@@ -340,7 +336,8 @@ def delivery_finish(
     now = timezone.now()
     moved = _state_write(
         RowsUpdate(
-            Delivery.objects.filter(pk=delivery.pk, status=PENDING),
+            Delivery,
+            {"pk": delivery.pk, "status": PENDING},
             {
                 "status": status,
                 "reason": reason,
@@ -385,10 +382,11 @@ def delivery_retry(
     next_attempt_at = now + retry_delay(attempts=attempts)
     _state_write(
         RowsUpdate(
-            Delivery.objects.filter(pk=delivery.pk, status=PENDING),
+            Delivery,
+            {"pk": delivery.pk, "status": PENDING},
             {"attempts": attempts, "next_attempt_at": next_attempt_at, "reason": error},
         ),
-        RowsUpdate(Lane.objects.filter(pk=delivery.lane_id), {"next_attempt_at": next_attempt_at}),
+        RowsUpdate(Lane, {"pk": delivery.lane_id}, {"next_attempt_at": next_attempt_at}),
         recorder=recorder,
     )
     delivery.attempts, delivery.next_attempt_at, delivery.reason = attempts, next_attempt_at, error
@@ -405,10 +403,11 @@ def delivery_wait_for_reset(
     next_attempt_at = max(reset_at, now + timedelta(seconds=1))
     _state_write(
         RowsUpdate(
-            Delivery.objects.filter(pk=delivery.pk, status=PENDING),
+            Delivery,
+            {"pk": delivery.pk, "status": PENDING},
             {"next_attempt_at": next_attempt_at, "reason": str(error)},
         ),
-        RowsUpdate(Lane.objects.filter(pk=delivery.lane_id), {"next_attempt_at": next_attempt_at}),
+        RowsUpdate(Lane, {"pk": delivery.lane_id}, {"next_attempt_at": next_attempt_at}),
         recorder=recorder,
     )
 

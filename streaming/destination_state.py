@@ -10,7 +10,8 @@ exchange, created before the request leaves, so that a worker killed mid-request
 trace, and completed with Intercom's answer after it. A worker may hold the completion of a
 delivery's last exchange back and write it in the same statement that moves the delivery to its
 next state (``rows_update_together``): one round trip to the database instead of two per call,
-which is most of what a delivery costs besides the HTTP exchange itself.
+which is most of what a delivery costs besides the HTTP exchange itself. Both statements skip
+the ORM's per-call compiling (``streaming/statements.py``).
 """
 
 from __future__ import annotations
@@ -18,17 +19,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.core.cache import cache
-from django.db import IntegrityError, connections, transaction
-from django.db.models import QuerySet, sql
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from integrations.intercom.client import Result, classify
 from integrations.models import Destination
 from streaming.models import ContactLink, Delivery, DeliveryAttempt, KnownEventName
+from streaming.statements import RowsUpdate, row_insert
 
 ATTRIBUTE_NAMES_TTL = 3600
 RESPONSE_EXCERPT_BYTES = 4096
@@ -133,48 +133,6 @@ def excerpt_cut(text: str, *, limit: int = RESPONSE_EXCERPT_BYTES) -> str:
     return encoded[:limit].decode("utf-8", errors="ignore")
 
 
-@dataclass(frozen=True)
-class RowsUpdate:
-    """An UPDATE still to run: these rows get these values (what ``rows.update(**values)`` does)."""
-
-    rows: QuerySet[Any]
-    values: dict[str, Any]
-
-    def as_sql(self) -> tuple[str, tuple[Any, ...]]:
-        # What QuerySet.update compiles, without running it (the values adapted by Django).
-        query = self.rows.query.chain(sql.UpdateQuery)
-        query.add_update_values(self.values)
-        query.annotations = {}
-        return query.get_compiler(self.rows.db).as_sql()
-
-
-def rows_update_together(main: RowsUpdate, *others: RowsUpdate) -> int:
-    """Run UPDATEs as one statement, hence one round trip; returns the rows ``main`` changed.
-
-    On PostgreSQL the others ride along as data-modifying CTEs, which run exactly once whether
-    or not the main statement reads them, all in the statement's one transaction. Elsewhere
-    (SQLite, the embedded mode) they run one after the other in a transaction.
-    """
-    connection = connections[main.rows.db]
-    if not others:
-        return main.rows.update(**main.values)
-    if connection.vendor != "postgresql":
-        with transaction.atomic(using=main.rows.db):
-            for other in others:
-                other.rows.update(**other.values)
-            return main.rows.update(**main.values)
-    parts, params = [], []
-    for index, other in enumerate(others):
-        statement, values = other.as_sql()
-        parts.append(f"also_{index} AS ({statement})")
-        params.extend(values)
-    statement, values = main.as_sql()
-    params.extend(values)
-    with connection.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} {statement}", params)
-        return cursor.rowcount
-
-
 class AttemptRecorder:
     """``ExchangeRecorder`` writing one DeliveryAttempt per exchange of one delivery.
 
@@ -203,7 +161,8 @@ class AttemptRecorder:
         # An earlier exchange of the same delivery is completed before the next one leaves.
         self.flush()
         self.exchanges += 1
-        attempt = DeliveryAttempt.objects.create(
+        return row_insert(
+            DeliveryAttempt,
             delivery_id=self.delivery.pk,
             event_id=self.delivery.event_id,
             user_key=self.delivery.user_key,
@@ -212,7 +171,6 @@ class AttemptRecorder:
             request_body=body,
             started_at=timezone.now(),
         )
-        return attempt.pk
 
     def finished(self, handle: object, result: Result) -> None:
         verdict = classify(result, creating=result.method == "POST")
@@ -223,7 +181,8 @@ class AttemptRecorder:
             category = _CATEGORIES[verdict.kind]
             error_code = verdict.code[:100]
         self._completion = RowsUpdate(
-            DeliveryAttempt.objects.filter(pk=handle),
+            DeliveryAttempt,
+            {"pk": handle},
             {
                 "status_code": result.status,
                 "response_excerpt": excerpt_cut(result.excerpt or result.network_error),
@@ -244,4 +203,4 @@ class AttemptRecorder:
         """Write a held-back completion now."""
         completion = self.completion_take()
         if completion is not None:
-            completion.rows.update(**completion.values)
+            completion.run()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -181,8 +182,7 @@ def error_for(result: Result, *, creating: bool = False) -> IntercomError:
 
 
 class _BearerAuth(requests.auth.AuthBase):
-    """Adds the token per request. Being an explicit ``auth`` also stops requests from
-    replacing it with a ~/.netrc entry, while proxy variables keep working."""
+    """Adds the token per request, never from a ~/.netrc entry."""
 
     def __init__(self, token: str) -> None:
         self._token = token
@@ -228,6 +228,14 @@ class IntercomClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.auth = _BearerAuth(token)
+        # The environment's proxy and CA bundle settings, read once: left to requests, every
+        # call scans the whole environment for them (8 % of a worker's CPU in B3's profile).
+        # The token being an explicit ``auth``, no ~/.netrc lookup is lost with trust_env.
+        self._session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        self._session.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
+        self._session.trust_env = False
         self._session.headers.update(
             {
                 "Intercom-Version": api_version,
