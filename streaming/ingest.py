@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
 from django.core.cache import cache
 from django.db import OperationalError, models, transaction
 from django.utils import timezone
@@ -32,10 +31,11 @@ from integrations.filtering import filters_evaluate
 from integrations.intercom.transforms import identity_resolve
 from integrations.models import Source
 from integrations.selectors import routes_for_source
+from streaming import statements
 from streaming.models import Delivery, Event, Lane
 from streaming.segment import Call
 from streaming.signals import event_ingested
-from streaming.tasks import lanes_wake
+from streaming.tasks import lanes_wake_soon
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _unnest_insert_sql(
     """PostgreSQL: ``INSERT .. SELECT * FROM unnest(arrays)`` of ``rows`` and its parameters.
 
     One array per column, bound server-side in binary: the statement text is the same for any
-    batch size (psycopg parses it once, then prepares it) and values are never quoted into SQL.
+    batch size (so the server prepares it once per connection) and values are never quoted into SQL.
     The client-side binding Django uses re-parses a VALUES list of thousands of placeholders on
     every call, which cost more than the insert itself.
     """
@@ -134,13 +134,10 @@ def _unnest_insert_sql(
 
 
 def _postgresql_execute(sql: str, params: list[Any], *, returning: bool) -> list[tuple[Any, ...]]:
-    connection = transaction.get_connection()
-    connection.ensure_connection()
-    # wrap_database_errors: raise Django's exceptions (OperationalError for a deadlock), as a
-    # Django cursor would.
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall() if returning else []
+    # Server-side binding (the %b placeholders), prepared once per statement shape.
+    with statements.cursor() as rows:
+        rows.execute(sql, params)
+        return rows.fetchall() if returning else []
 
 
 def _rows_insert(
@@ -348,7 +345,7 @@ def _accepted(
     filtered = outcome.filtered
     event_ids = outcome.event_ids
     if woken:
-        transaction.on_commit(lambda: lanes_wake(woken), robust=True)
+        transaction.on_commit(lambda: lanes_wake_soon(woken), robust=True)
     if filtered:
         transaction.on_commit(lambda: filtered_count(counts=filtered, at=received_at), robust=True)
     if event_ids:

@@ -1,4 +1,4 @@
-"""The delivery hot path's statements, compiled once per shape rather than once per call.
+"""The hot paths' statements, compiled once per shape rather than once per call.
 
 Django compiles a queryset to SQL every time it runs. For the statements each Intercom call
 costs (the attempt's INSERT; the delivery's state change with the attempt's completion) that
@@ -6,9 +6,9 @@ compiling was about a third of a worker's CPU (B3 profile). They only ever match
 equality, so the SQL of a shape (table, columns set, columns matched) is built once and cached;
 only the values change, adapted by each field exactly as the ORM adapts them.
 
-On PostgreSQL they also run as prepared statements (server-side binding), so the server parses
-and plans each shape once per connection instead of once per call: in B3 this took the
-delivery rate from about 350 to about 400 calls/s. Django leaves prepared statements off
+On PostgreSQL they, and ingest's one statement, also run as prepared statements (``cursor``), so
+the server parses and plans each shape once per connection instead of once per call: in B3
+this took the delivery rate from about 350 to about 400 calls/s. Django leaves prepared statements off
 because a pooler in transaction mode (PgBouncer before 1.21) does not keep them;
 ``SWITCHBOARD_DATABASE_PREPARE=false`` turns them off here too.
 """
@@ -26,19 +26,22 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import Field, Model
 
 
-def _cursor() -> CursorWrapper:
-    """A cursor of the default database; on PostgreSQL one that prepares what it runs."""
+def cursor() -> CursorWrapper:
+    """A cursor of the default database; on PostgreSQL it binds values server-side.
+
+    And, unless ``SWITCHBOARD_DATABASE_PREPARE`` is off, it prepares each statement it runs.
+    Wrapped like Django's own cursors: error translation, query logging and execute wrappers
+    (which tests and benches count queries with) see every statement.
+    """
     connection = connections["default"]
-    if connection.vendor != "postgresql" or not settings.SWITCHBOARD_DATABASE_PREPARE:
+    if connection.vendor != "postgresql":
         return connection.cursor()
     connection.ensure_connection()
     raw = connection.connection
     if raw.prepare_threshold is None:
         # Django turns preparing off for the connection; with a threshold no statement reaches,
-        # only what asks for it (``prepare=True``, below) is prepared.
+        # only what asks for it (``prepare=True``) is prepared.
         raw.prepare_threshold = sys.maxsize
-    # Wrapped like Django's own cursors: error translation, query logging and execute wrappers
-    # (what tests and benches count queries with) still see every statement.
     return connection._prepare_cursor(_preparing_cursor_class()(raw))
 
 
@@ -48,10 +51,10 @@ def _preparing_cursor_class() -> type:
     from django.db.backends.postgresql.base import ServerBindingCursor
 
     class PreparingCursor(ServerBindingCursor):
-        """Django's server-side binding cursor, preparing every statement it runs."""
+        """Django's server-side binding cursor, preparing what it runs (if the setting says so)."""
 
         def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
-            options.setdefault("prepare", True)
+            options.setdefault("prepare", settings.SWITCHBOARD_DATABASE_PREPARE)
             return super().execute(query, params, **options)
 
     return PreparingCursor
@@ -110,9 +113,9 @@ class RowsUpdate:
 
     def run(self) -> int:
         sql, params = self.as_sql()
-        with _cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.rowcount
+        with cursor() as rows:
+            rows.execute(sql, params)
+            return rows.rowcount
 
 
 def rows_update_together(main: RowsUpdate, *others: RowsUpdate) -> int:
@@ -137,9 +140,9 @@ def rows_update_together(main: RowsUpdate, *others: RowsUpdate) -> int:
         params.extend(values)
     statement, values = main.as_sql()
     params.extend(values)
-    with _cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} {statement}", params)
-        return cursor.rowcount
+    with cursor() as rows:
+        rows.execute(f"WITH {', '.join(parts)} {statement}", params)
+        return rows.rowcount
 
 
 def row_insert(model: type[Model], **values: Any) -> int:
@@ -158,6 +161,6 @@ def row_insert(model: type[Model], **values: Any) -> int:
         value = values[field.attname] if field.attname in values else field.get_default()
         params.append(field.get_db_prep_save(value, connection))
     returning = connection.features.can_return_columns_from_insert
-    with _cursor() as cursor:
-        cursor.execute(_insert_sql(model, returning), params)
-        return cursor.fetchone()[0] if returning else cursor.lastrowid
+    with cursor() as rows:
+        rows.execute(_insert_sql(model, returning), params)
+        return rows.fetchone()[0] if returning else rows.lastrowid

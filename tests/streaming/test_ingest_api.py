@@ -119,7 +119,7 @@ def test_the_answer_comes_after_commit_and_wakes_the_lanes(
 ):
     woken: list[list[int]] = []
     ingested: list[list[int]] = []
-    monkeypatch.setattr(ingest, "lanes_wake", lambda ids: woken.append(sorted(ids)))
+    monkeypatch.setattr(ingest, "lanes_wake_soon", lambda ids: woken.append(sorted(ids)))
 
     def receiver(sender, event_ids, source_id, **kwargs):
         ingested.append(event_ids)

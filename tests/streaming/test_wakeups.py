@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 
 import pytest
@@ -47,6 +48,7 @@ def test_a_batch_of_n_users_publishes_one_message_per_chunk_of_lanes(
     # when it is ingested
     with django_capture_on_commit_callbacks(execute=True):
         deliveries = ingest(sync, calls)
+    assert tasks.wakeup_publisher.flush()
     # then the broker holds ceil(users / chunk) messages, none over the chunk size...
     messages = wakeup_messages()
     assert len(messages) == math.ceil(users / LANES_PER_WAKEUP)
@@ -129,3 +131,54 @@ def test_with_the_broker_down_lanes_wake_publishes_nothing_and_does_not_raise(
     # then nothing is claimed as published, and the sweeper is told to take over
     assert woken == []
     assert "broker unavailable, 25 lane wake-ups left to the sweeper" in caplog.text
+
+
+@pytest.mark.django_db
+def test_wake_ups_handed_over_meanwhile_go_out_together(monkeypatch):
+    # given a broker that takes a while to answer the first publish
+    published: list[list[int]] = []
+    first_started, release_first = threading.Event(), threading.Event()
+    real_wake = tasks.lanes_wake
+
+    def slow_wake(lane_ids):
+        published.append(sorted(lane_ids))
+        if len(published) == 1:
+            first_started.set()
+            release_first.wait(5)
+        return real_wake(lane_ids)
+
+    monkeypatch.setattr(tasks, "lanes_wake", slow_wake)
+    publisher = tasks.WakeupPublisher()
+    # when one ingest hands its lane over, and three more do while it is being published
+    publisher.submit([1])
+    assert first_started.wait(5)
+    for lanes in ([2], [3, 4], [2, 5]):
+        publisher.submit(lanes)
+    release_first.set()
+    # then the three go out as one publish, each lane once, and all reach the broker
+    assert publisher.flush()
+    assert published == [[1], [2, 3, 4, 5]]
+    assert sorted(lane for message in wakeup_messages() for lane in message) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.django_db
+def test_a_publish_that_fails_leaves_the_publisher_working(monkeypatch, caplog):
+    calls: list[list[int]] = []
+
+    def wake(lane_ids):
+        calls.append(sorted(lane_ids))
+        if len(calls) == 1:
+            raise RuntimeError("serializer broke")
+        return sorted(lane_ids)
+
+    monkeypatch.setattr(tasks, "lanes_wake", wake)
+    publisher = tasks.WakeupPublisher()
+
+    with caplog.at_level(logging.ERROR, logger=tasks.__name__):
+        publisher.submit([7])
+        assert publisher.flush()
+    publisher.submit([8])
+
+    assert publisher.flush()
+    assert calls == [[7], [8]]
+    assert "1 lane wake-ups left to the sweeper" in caplog.text
