@@ -95,10 +95,10 @@ def _routes_plan(calls: Sequence[Call], source_id: int) -> list[list[_Route]]:
 
 def _insert_parts(
     model: type[models.Model], rows: list[dict[str, Any]]
-) -> tuple[list[models.Field], set[str], dict[str, Any]]:
+) -> tuple[tuple[models.Field, ...], set[str], dict[str, Any]]:
     """The model's columns, those ``rows`` give, and the prepared default of every other one."""
     connection = transaction.get_connection()
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    fields = statements.insert_fields(model)
     given = set(rows[0])
     constants = {
         f.attname: f.get_db_prep_save(f.get_default(), connection)

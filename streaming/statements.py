@@ -8,8 +8,8 @@ only the values change, adapted by each field exactly as the ORM adapts them.
 
 On PostgreSQL they, and ingest's one statement, also run as prepared statements (``cursor``), so
 the server parses and plans each shape once per connection instead of once per call: in B3
-this took the delivery rate from about 350 to about 400 calls/s. Django leaves prepared statements off
-because a pooler in transaction mode (PgBouncer before 1.21) does not keep them;
+this took the delivery rate from about 350 to about 400 calls/s. Django leaves prepared
+statements off because a pooler in transaction mode (PgBouncer before 1.21) does not keep them;
 ``SWITCHBOARD_DATABASE_PREPARE=false`` turns them off here too.
 """
 
@@ -57,6 +57,12 @@ def _preparing_cursor_class() -> type:
             options.setdefault("prepare", settings.SWITCHBOARD_DATABASE_PREPARE)
             return super().execute(query, params, **options)
 
+        def _send_query_prepared(self, name: bytes, pgq: Any, **options: Any) -> None:
+            # psycopg records the query it sends unprepared only; Django reads it back for
+            # its query log and capture (debug pages, tests, B6's query counts).
+            self._query = pgq
+            super()._send_query_prepared(name, pgq, **options)
+
     return PreparingCursor
 
 
@@ -73,14 +79,15 @@ def _update_sql(model: type[Model], columns: tuple[str, ...], matched: tuple[str
 
 
 @functools.cache
-def _insert_fields(model: type[Model]) -> tuple[Field, ...]:
+def insert_fields(model: type[Model]) -> tuple[Field, ...]:
+    """The columns an INSERT into ``model`` writes: every concrete one but the primary key."""
     return tuple(f for f in model._meta.concrete_fields if not f.primary_key)
 
 
 @functools.cache
 def _insert_sql(model: type[Model], returning: bool) -> str:
     quote = connections["default"].ops.quote_name
-    fields = _insert_fields(model)
+    fields = insert_fields(model)
     columns = ", ".join(quote(f.column) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})"
@@ -152,7 +159,7 @@ def row_insert(model: type[Model], **values: Any) -> int:
     compiling the INSERT, and without the save signals.
     """
     connection = connections["default"]
-    fields = _insert_fields(model)
+    fields = insert_fields(model)
     unknown = values.keys() - {field.attname for field in fields}
     if unknown:
         raise TypeError(f"{model.__name__} has no field {', '.join(sorted(unknown))}")

@@ -128,11 +128,11 @@ class WakeupPublisher:
     """Publishes ingest's wake-ups from one thread per process, coalescing concurrent ones.
 
     An ingest hands its lanes over and answers without a broker round trip (publishing was 29 %
-    of a web worker's CPU in B1's profile). While the thread publishes, the lanes of the
-    requests answered meanwhile gather and go out together in the next messages, so under load
-    one publish carries many requests' lanes; when idle a lane goes out at once. Lanes still in
-    hand when the process dies are found by the sweeper, like any lost wake-up; a graceful exit
-    publishes them first.
+    of a web worker's CPU in B1's profile, and a slow broker would have slowed every answer).
+    The thread publishes at most once per ``WAKEUP_INTERVAL_SECONDS``: the lanes of the requests
+    answered meanwhile go out together, in as few messages as ``lane_chunks`` makes of them;
+    after a quiet spell a lane goes out at once. Lanes still in hand when the process dies are
+    found by the sweeper, like any lost wake-up; a graceful exit publishes them first.
     """
 
     def __init__(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from streaming.models import Delivery, DeliveryAttempt, Lane
@@ -82,6 +83,10 @@ def test_on_postgresql_the_statements_are_prepared_once_per_connection(delivery,
 
     assert _prepared_update_statements() == 1
     assert Delivery.objects.get(pk=delivery.pk).reason == "third"
+    # Django's query capture still reads what a prepared statement ran.
+    with CaptureQueriesContext(connection) as captured:
+        RowsUpdate(Delivery, {"pk": delivery.pk}, {"reason": "fourth"}).run()
+    assert captured.captured_queries[0]["sql"].startswith('UPDATE "streaming_delivery"')
 
     settings.SWITCHBOARD_DATABASE_PREPARE = False
     RowsUpdate(Delivery, {"pk": delivery.pk}, {"attempts": 1}).run()
