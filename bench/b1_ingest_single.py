@@ -64,7 +64,9 @@ def main() -> None:
 
     def request(thread: int, n: int) -> tuple[str, str, bytes]:
         body = {
-            "userId": f"user-{(thread * 7919 + n) % 1000}",
+            # A new user per call: its lane is new, so every call publishes a wake-up (an
+            # already due lane needs none), the dearest case.
+            "userId": f"user-{run_tag}-{thread}-{n}",
             "event": "Bench Event",
             "messageId": f"{run_tag}-{thread}-{n}-{uuid.uuid4().hex[:6]}",
             "properties": {"plan": "pro", "n": n},

@@ -40,7 +40,6 @@ from bench.harness import (  # noqa: E402
 
 NAME = "b2_ingest_batch"
 BATCH = 100
-USERS = 5000
 
 
 def batch_body(tag: str, n: int) -> dict:
@@ -49,7 +48,9 @@ def batch_body(tag: str, n: int) -> dict:
         "batch": [
             {
                 "type": "track",
-                "userId": f"user-{(n * BATCH + i) % USERS}",
+                # A new user per event: every lane is new, so every event costs its lane's
+                # wake-up (an already due lane needs none), the dearest case for ingest.
+                "userId": f"user-{tag}-{n}-{i}",
                 "event": "Bench Event",
                 "messageId": f"{tag}-{n}-{i}",
                 "timestamp": now,
@@ -243,7 +244,7 @@ def main() -> None:
         quick=args.quick,
         config={
             "batch": BATCH,
-            "users": USERS,
+            "users": "a new user per event",
             "seconds": seconds,
             "repeats": repeats,
             "concurrency": args.concurrency,
