@@ -114,9 +114,9 @@ def _unnest_insert_sql(
     """PostgreSQL: ``INSERT .. SELECT * FROM unnest(arrays)`` of ``rows`` and its parameters.
 
     One array per column, bound server-side in binary: the statement text is the same for any
-    batch size (so the server prepares it once per connection) and values are never quoted into SQL.
-    The client-side binding Django uses re-parses a VALUES list of thousands of placeholders on
-    every call, which cost more than the insert itself.
+    batch size (so the server prepares it once per connection) and values are never quoted
+    into SQL. The client-side binding Django uses re-parses a VALUES list of thousands of
+    placeholders on every call, which cost more than the insert itself.
     """
     connection = transaction.get_connection()
     quote = connection.ops.quote_name
