@@ -64,8 +64,7 @@ def main() -> None:
 
     def request(thread: int, n: int) -> tuple[str, str, bytes]:
         body = {
-            # A new user per call: its lane is new, so every call publishes a wake-up (an
-            # already due lane needs none), the dearest case.
+            # A new user per call: every call creates its lane, the dearest case.
             "userId": f"user-{run_tag}-{thread}-{n}",
             "event": "Bench Event",
             "messageId": f"{run_tag}-{thread}-{n}-{uuid.uuid4().hex[:6]}",

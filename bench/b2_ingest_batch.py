@@ -48,8 +48,7 @@ def batch_body(tag: str, n: int) -> dict:
         "batch": [
             {
                 "type": "track",
-                # A new user per event: every lane is new, so every event costs its lane's
-                # wake-up (an already due lane needs none), the dearest case for ingest.
+                # A new user per event: every event creates its lane, the dearest case.
                 "userId": f"user-{tag}-{n}-{i}",
                 "event": "Bench Event",
                 "messageId": f"{tag}-{n}-{i}",

@@ -8,9 +8,7 @@ next state and takes the next one, renewing the lease as it goes. A delivery's s
 the completion of its last attempt are one statement (``rows_update_together``). Only one worker
 holds a lane at a time, which is what keeps a user's calls in ingest order with any number of
 workers (invariant 3); a worker that dies simply stops renewing, and the sweeper wakes the lane
-again once the lease has lapsed. A worker that finds its lane empty claims it once more after
-releasing it: ingest does not wake a lane that is already due, so what arrived meanwhile is
-found that way.
+again once the lease has lapsed.
 
 What happens to a delivery (invariant 5):
 
@@ -146,9 +144,9 @@ def lane_drain(*, lane_id: int) -> None:
                 lease.release()
             else:
                 lease.release(next_attempt_at=end[1])
-        # A delivery queued while we held the lease got no wake-up (ingest wakes only idle
-        # lanes), or one the worker that got it dropped: claim once more after emptying the
-        # lane, so it is not left waiting (the claim fails at once when there is none).
+        # A wake-up that arrived while we held the lease was dropped by the worker that got it:
+        # claim once more after emptying the lane, so a delivery queued meanwhile is not left
+        # waiting (the claim fails at once when there is none).
         if end[0] != "empty":
             return
 

@@ -52,7 +52,7 @@ class IngestResult:
     event_ids: list[int] = field(default_factory=list)  # newly stored, in call order
     duplicates: list[str] = field(default_factory=list)  # messageIds already stored: acknowledged
     deliveries: int = 0
-    lane_ids: list[int] = field(default_factory=list)  # the lanes woken (those that were idle)
+    lane_ids: list[int] = field(default_factory=list)
     filtered: int = 0  # (call, sync) pairs a sync filtered out
 
 
@@ -236,19 +236,15 @@ def _lane_conflict() -> str:
     )
 
 
-def _lanes_upsert(
-    *, keys: Iterable[tuple[int, str]], now: datetime
-) -> tuple[dict[tuple[int, str], int], list[int]]:
-    """Make sure a Lane exists for each (sync, user) and mark idle ones due now.
+def _lanes_upsert(*, keys: Iterable[tuple[int, str]], now: datetime) -> dict[tuple[int, str], int]:
+    """Make sure a Lane exists for each (sync, user); mark idle ones due now; return their ids.
 
-    Returns every lane's id, and the ids of the lanes that were idle (or new): only those need
-    a wake-up (``_accepted``). One statement whatever the number of lanes: ``INSERT .. ON
-    CONFLICT DO UPDATE .. RETURNING`` (PostgreSQL, and SQLite >= 3.35).
+    One statement whatever the number of lanes: ``INSERT .. ON CONFLICT DO UPDATE .. RETURNING``
+    (PostgreSQL, and SQLite >= 3.35) inserts the new lanes and returns every id.
     """
     # Sorted, so that concurrent ingests lock shared lanes in the same order (no deadlock).
     ordered = sorted(set(keys))
-    adapt_datetime = transaction.get_connection().ops.adapt_datetimefield_value
-    due = adapt_datetime(now)
+    due = transaction.get_connection().ops.adapt_datetimefield_value(now)
     rows = _rows_insert(
         Lane,
         [
@@ -256,16 +252,9 @@ def _lanes_upsert(
             for sync_id, user_key in ordered
         ],
         conflict=_lane_conflict(),
-        returning=("id", "sync_id", "user_key", "next_attempt_at"),
+        returning=("id", "sync_id", "user_key"),
     )
-    # A lane that kept an earlier due time was not idle (see _accepted). The column comes back
-    # as the database gives it (SQLite: a datetime, or text): compare in the stored form.
-    idle = [
-        lane_id
-        for lane_id, _, _, at in rows
-        if (at if isinstance(at, str) else adapt_datetime(at)) == due
-    ]
-    return {(sync_id, user_key): lane_id for lane_id, sync_id, user_key, _ in rows}, idle
+    return {(sync_id, user_key): lane_id for lane_id, sync_id, user_key in rows}
 
 
 def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetime) -> IngestResult:
@@ -346,13 +335,6 @@ def _accepted(
 ) -> IngestResult:
     """Queue what follows the commit, and say what was stored.
 
-    ``lane_ids`` are the lanes to wake: those that were idle (or new). A lane that was already
-    due needs none: a wake-up for it is on its way or was consumed, or a worker holds it (and
-    claims it once more after finding it empty, so it finds these deliveries), or it waits for
-    a retry (they queue behind its head) or for the sweeper (its due time is past). Waking only
-    idle lanes spares the broker a message and a worker a claim that would fail, per call of a
-    busy user.
-
     Registered inside the ingest transaction, the hooks run once it commits (or once the
     caller's transaction does); after the one-statement ingest they run at once, the statement
     having committed. The calls are accepted whatever happens next: these hooks are robust (an
@@ -394,9 +376,8 @@ def _ingest_atomic(
         new_ids = _events_insert(source=source, calls=calls, received_at=received_at)
         outcome = _outcome(calls, plans, new_ids, repeated)
         lane_ids: dict[tuple[int, str], int] = {}
-        idle: list[int] = []
         if outcome.pending:
-            lane_ids, idle = _lanes_upsert(
+            lane_ids = _lanes_upsert(
                 keys=((verdict.sync_id, verdict.user_key) for _, verdict in outcome.pending),
                 now=now,
             )
@@ -414,7 +395,9 @@ def _ingest_atomic(
                     for event_id, verdict in outcome.pending
                 ],
             )
-        return _accepted(source=source, outcome=outcome, lane_ids=idle, received_at=received_at)
+        return _accepted(
+            source=source, outcome=outcome, lane_ids=lane_ids.values(), received_at=received_at
+        )
 
 
 @dataclass(frozen=True)
@@ -489,19 +472,20 @@ def _ingest_one_statement(
             " AS r(message_id, sync_id, user_key, position)"
             f" JOIN new_events e ON e.{quote('message_id')} = r.message_id)"
         )
-        due = adapt_datetime(timezone.now())
-        due_type = Lane._meta.get_field("next_attempt_at").db_type(connection)
         columns, values = _select_list(
             Lane,
-            {"sync_id": "k.sync_id", "user_key": "k.user_key", "next_attempt_at": _Bound(due)},
+            {
+                "sync_id": "k.sync_id",
+                "user_key": "k.user_key",
+                "next_attempt_at": _Bound(adapt_datetime(timezone.now())),
+            },
             params,
         )
         sql += (
             f", lanes AS (INSERT INTO {quote(Lane._meta.db_table)} ({columns})"
             f" SELECT {values} FROM (SELECT DISTINCT sync_id, user_key FROM routed) k"
             f" ORDER BY k.sync_id, k.user_key {_lane_conflict()}"
-            f" RETURNING {quote('id')}, {quote('sync_id')}, {quote('user_key')},"
-            f" {quote('next_attempt_at')})"
+            f" RETURNING {quote('id')}, {quote('sync_id')}, {quote('user_key')})"
         )
         columns, values = _select_list(
             Delivery,
@@ -520,11 +504,8 @@ def _ingest_one_statement(
             f" ON l.{quote('sync_id')} = r.sync_id AND l.{quote('user_key')} = r.user_key"
             " ORDER BY r.position)"
             f" SELECT {quote('id')}, {quote('message_id')}, NULL FROM new_events"
-            # The lanes to wake: those that were idle or new took our due time (_accepted).
             f" UNION ALL SELECT NULL, NULL, {quote('id')} FROM lanes"
-            f" WHERE {quote('next_attempt_at')} = %b::{due_type}"
         )
-        params.append(due)
     rows = _postgresql_execute(sql, params, returning=True)
     new_ids = {message_id: pk for pk, message_id, _ in rows if pk is not None}
     lane_ids = [lane_id for pk, _, lane_id in rows if pk is None]

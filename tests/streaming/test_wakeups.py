@@ -11,19 +11,15 @@ import logging
 import math
 import threading
 import time
-import uuid
 
 import pytest
-from django.utils import timezone
 
 from integrations.models import Sync
 from streaming import tasks
-from streaming.ingest import IngestResult, events_ingest
 from streaming.models import Delivery
-from streaming.segment import call_normalise
 from streaming.tasks import LANES_PER_WAKEUP, lanes_drain, lanes_wake
 from tests.streaming.audit_rows import wakeup_messages, wakeups_clear
-from tests.streaming.delivery_setup import drain_all, identify, ingest, sync_into, track
+from tests.streaming.delivery_setup import identify, ingest, sync_into, track
 
 
 @pytest.fixture(autouse=True)
@@ -186,30 +182,3 @@ def test_a_publish_that_fails_leaves_the_publisher_working(monkeypatch, caplog):
     assert publisher.flush()
     assert calls == [[7], [8]]
     assert "1 lane wake-ups left to the sweeper" in caplog.text
-
-
-@pytest.mark.django_db
-def test_only_a_lane_that_was_idle_is_woken(intercom_sandbox):
-    # given a sync, and a first call of ada's (her lane is new: it is woken)
-    sync = sync_into(intercom_sandbox)
-    first = accepted(sync, [track("ada", "One")])
-    (ada_lane,) = first.lane_ids
-    # when ada calls again before any worker drained her lane, with bob's first call
-    again = accepted(sync, [track("ada", "Two"), track("bob", "One")])
-    # then only bob's new lane is woken: ada's is due already
-    (bob_lane,) = again.lane_ids
-    assert bob_lane != ada_lane
-    # and once her lane was drained (idle again), her next call wakes it
-    drain_all(sync)
-    assert accepted(sync, [track("ada", "Three")]).lane_ids == [ada_lane]
-    drain_all(sync)
-    assert {d.status for d in Delivery.objects.filter(sync=sync)} == {"succeeded"}
-
-
-def accepted(sync: Sync, calls: list[dict]) -> IngestResult:
-    now = timezone.now()
-    normalised = [
-        call_normalise({"messageId": uuid.uuid4().hex, **raw}, call_type=None, received_at=now)
-        for raw in calls
-    ]
-    return events_ingest(source=sync.sources.get(), calls=normalised, received_at=now)
