@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
 from django.utils import timezone
 
 from integrations.models import Sync
@@ -56,3 +58,12 @@ def drain_all(sync: Sync) -> None:
 
 def statuses(deliveries: Iterable[Delivery]) -> list[str]:
     return [Delivery.objects.get(pk=d.pk).status for d in deliveries]
+
+
+def wait_settled(sync: Sync, workers: Any, *, timeout: float = 60.0) -> None:
+    """Wait until real workers left no delivery of ``sync`` pending (fail with their logs)."""
+    deadline = time.monotonic() + timeout
+    while Delivery.objects.filter(sync=sync, status=Delivery.Status.PENDING).exists():
+        if time.monotonic() > deadline:
+            pytest.fail("deliveries still pending; worker logs:\n" + workers.logs())
+        time.sleep(0.2)

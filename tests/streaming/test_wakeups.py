@@ -10,16 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 
 import pytest
 
-from integrations.models import Sync
 from streaming import tasks
 from streaming.models import Delivery
 from streaming.tasks import LANES_PER_WAKEUP, lanes_drain, lanes_wake
 from tests.streaming.audit_rows import wakeup_messages, wakeups_clear
-from tests.streaming.delivery_setup import identify, ingest, sync_into, track
+from tests.streaming.delivery_setup import identify, ingest, sync_into, track, wait_settled
 
 
 @pytest.fixture(autouse=True)
@@ -27,14 +25,6 @@ def _empty_queue():
     wakeups_clear()
     yield
     wakeups_clear()
-
-
-def wait_settled(sync: Sync, workers, *, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while Delivery.objects.filter(sync=sync, status=Delivery.Status.PENDING).exists():
-        if time.monotonic() > deadline:
-            pytest.fail("deliveries still pending; worker logs:\n" + workers.logs())
-        time.sleep(0.2)
 
 
 @pytest.mark.django_db

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 
 import pytest
 
 from integrations.models import Sync
 from streaming.models import Delivery, DeliveryAttempt
-from tests.streaming.delivery_setup import identify, ingest, sync_into, track
+from tests.streaming.delivery_setup import identify, ingest, sync_into, track, wait_settled
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-def wait_settled(sync: Sync, workers, *, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while Delivery.objects.filter(sync=sync, status=Delivery.Status.PENDING).exists():
-        if time.monotonic() > deadline:
-            pytest.fail("deliveries still pending; worker logs:\n" + workers.logs())
-        time.sleep(0.2)
 
 
 def test_four_workers_send_each_users_identify_before_their_tracks(
