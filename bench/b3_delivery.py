@@ -151,9 +151,9 @@ def main() -> None:
 
     from bench.baseline_naive import naive_enqueue
     from integrations.models import Source
-    from streaming.ingest import events_ingest
+    from streaming.ingest.events import events_ingest
+    from streaming.ingest.segment import call_normalise
     from streaming.models import DeliveryAttempt
-    from streaming.segment import call_normalise
 
     source = Source.objects.get(pk=setup.source_id)
     ours, bare, naive = [], [], []

@@ -42,10 +42,10 @@ def main() -> None:
     from django.utils import timezone
 
     from integrations.models import Source
-    from streaming.delivery import lane_drain
-    from streaming.ingest import events_ingest
+    from streaming.delivery.lanes import lane_drain
+    from streaming.ingest.events import events_ingest
+    from streaming.ingest.segment import call_normalise
     from streaming.models import Delivery
-    from streaming.segment import call_normalise
 
     source = Source.objects.get(pk=setup.source_id)
     tag = uuid.uuid4().hex[:6]

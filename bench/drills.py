@@ -263,7 +263,7 @@ class DrillRun:
         self.setup = switchboard_setup(
             sandbox_url=self.sandbox.url, send_all_properties=True, **(drill.sync or {})
         )
-        from streaming.ratelimit import rate_limiter_get
+        from streaming.delivery.ratelimit import rate_limiter_get
 
         rate_limiter_get(destination_id=self.setup.destination_id).reset()
         self.web = self.stack.gunicorn_start(workers=2, threads=4)

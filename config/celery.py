@@ -10,4 +10,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("switchboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
+# The tasks live in the delivery room (streaming/delivery/tasks.py), not in an app's tasks.py.
+app.autodiscover_tasks(["streaming.delivery"])

@@ -191,7 +191,7 @@ SWITCHBOARD_INTERCOM_READ_TIMEOUT = env.float("SWITCHBOARD_INTERCOM_READ_TIMEOUT
 # Automatic identify when the host's user model is saved: "app_label.Model" and its trait fields.
 SWITCHBOARD_IDENTIFY_MODEL = env.str("SWITCHBOARD_IDENTIFY_MODEL", default="")
 SWITCHBOARD_IDENTIFY_TRAITS = env.list("SWITCHBOARD_IDENTIFY_TRAITS", default=["email"])
-# The source (by name) that calls of the Python API (streaming.analytics) go to by default.
+# The source (by name) that calls of the Python API (streaming.ingest.analytics) go to by default.
 SWITCHBOARD_PYTHON_SOURCE = env.str("SWITCHBOARD_PYTHON_SOURCE", default="")
 
 LOGGING = {

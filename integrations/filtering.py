@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from integrations.intercom.transforms import MISSING, call_path_get
+from integrations.intercom.identity import MISSING, call_path_get
 
 INTEGRATION_NAME = "Intercom"  # the key of Segment's per-call `integrations` object
 

@@ -1,4 +1,4 @@
-"""The data plane's app config: wires the optional automatic identify of the host's users."""
+"""The data plane's app config: connects its signal receivers and the Celery tasks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ class StreamingConfig(AppConfig):
     verbose_name = "Delivery"
 
     def ready(self) -> None:
-        from streaming.host_identify import host_identify_connect
+        # Imported for what they connect: ingest's wake-ups and a destination's new token
+        # (receivers), the tasks that wake-ups name (tasks, also in a web process that runs
+        # them eagerly), and the optional automatic identify of the host's users.
+        from streaming.delivery import receivers, tasks  # noqa: F401
+        from streaming.ingest.host_identify import host_identify_connect
 
         host_identify_connect()
-        # Lifts a destination's 401 hold when it is saved with a new token.
-        from streaming import receivers  # noqa: F401

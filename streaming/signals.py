@@ -23,6 +23,11 @@
     sent, which is not stored) and ``event_ids`` (the Events stored for it). ``sender`` is the
     ``Source`` model class. docs/webhooks.md has an example.
 
+``lanes_queued`` (internal)
+    Sent by ingest after commit with ``lane_ids``: the lanes that have new deliveries. The
+    delivery room receives it and wakes the workers (``streaming.delivery.wakeups``); it is how
+    ingest hands work on without importing the delivery side.
+
 Receivers run in the sender's process; keep them quick and never let them raise (a receiver that
 needs to do real work should queue it).
 """
@@ -35,3 +40,4 @@ event_ingested = Signal()
 delivery_succeeded = Signal()
 delivery_failed = Signal()
 intercom_activity = Signal()
+lanes_queued = Signal()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from streaming import api, audit_api, intercom_webhook
+from streaming.audit import api as audit_api
+from streaming.ingest import api, intercom_webhook
 
 urlpatterns = [
     path("v1/identify", api.IdentifyView.as_view(), name="v1-identify"),
@@ -24,13 +25,13 @@ urlpatterns = [
     path("v1/s", api.short_path_view(api.ScreenView).as_view()),
     path("v1/a", api.short_path_view(api.AliasView).as_view()),
     path("v1/b", api.short_path_view(api.BatchView).as_view()),
-    # Intercom's signed notifications for one intercom_webhook source (streaming/intercom_webhook.py).
+    # Intercom's signed notifications for one intercom_webhook source (streaming/ingest/intercom_webhook.py).
     path(
         "webhooks/intercom/<int:source_id>",
         intercom_webhook.IntercomWebhookView.as_view(),
         name="intercom-webhook",
     ),
-    # The delivery audit trail (streaming/audit_api.py; a user id may contain slashes: ``path``).
+    # The delivery audit trail (streaming/audit/api.py; a user id may contain slashes: ``path``).
     path(
         "api/v1/users/<path:user_id>/deliveries",
         audit_api.UserDeliveriesView.as_view(),

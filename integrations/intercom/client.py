@@ -63,6 +63,11 @@ class Result:
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
+    @property
+    def verdict(self) -> Classification:
+        """What this answer means for a retry (``classify``; a POST is taken as creating)."""
+        return classify(self, creating=self.method == "POST")
+
 
 class RateLimiter(Protocol):
     """Shared per-destination limiter (a Redis-backed one lives in the data plane)."""

@@ -22,6 +22,7 @@ Intercom quirks handled here, with where they come from:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +45,7 @@ from integrations.intercom.operations import (
     ContactTouch,
     ContactUpsert,
     DestinationState,
+    Dropped,
     EventCreate,
     ExchangeRecorder,
     Identity,
@@ -66,6 +68,7 @@ class Outcome:
     status: Literal["succeeded", "skipped"]
     reason: str = ""
     contact_id: str | None = None
+    dropped: tuple[Dropped, ...] = ()  # what the call carried that the mapping did not send
 
 
 def plan_execute(
@@ -77,8 +80,9 @@ def plan_execute(
 ) -> Outcome:
     """Send one plan. Raises ``RetryableError``/``PermanentError`` (and subclasses) from the client."""
     if not plan.operations:
-        return Outcome("skipped", plan.skip_reason or "nothing to send")
-    return _Execution(plan=plan, client=client, state=state, recorder=recorder).run()
+        return Outcome("skipped", plan.skip_reason or "nothing to send", dropped=plan.dropped)
+    outcome = _Execution(plan=plan, client=client, state=state, recorder=recorder).run()
+    return dataclasses.replace(outcome, dropped=plan.dropped)
 
 
 def conflict_contact_id(result: Result) -> str | None:

@@ -1,8 +1,7 @@
 """Segment call -> Intercom operations: pure functions, no database, no network, no settings.
 
 ``plan_build`` turns one normalised call (as stored at ingest) and a sync's ``SyncConfig`` into a
-``Plan`` (see ``operations.py``); ``identity_resolve`` is the cheap part of it that ingest calls to
-choose the delivery lane. Everything that will not reach Intercom is reported as a ``Dropped`` with
+``Plan`` (see ``operations.py``), addressed to the contact ``identity.identity_resolve`` names. Everything that will not reach Intercom is reported as a ``Dropped`` with
 its reason, never silently lost. The README's "Segment → Intercom mapping" is the table of what
 maps to what; every row of it is a row of tests/integrations/intercom/test_transforms.py.
 """
@@ -10,7 +9,6 @@ maps to what; every row of it is a row of tests/integrations/intercom/test_trans
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import re
@@ -19,6 +17,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from integrations.intercom.identity import (
+    MISSING,
+    call_path_get,
+    identifier_text,
+    identity_resolve,
+    path_parts,
+    path_walk,
+)
 from integrations.intercom.operations import (
     CompanyAttach,
     CompanyDetach,
@@ -52,8 +58,6 @@ _METADATA_KEY_INVALID_RE = re.compile(r"[.$]+")
 _ISO_DATE_RE = re.compile(
     r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?"
 )
-
-MISSING = object()  # a path that is absent (None is a value: null)
 
 # Traits that feed Intercom's standard contact fields (or companies), so "send all properties"
 # does not also send them as custom attributes.
@@ -99,58 +103,7 @@ COMPANY_RESERVED_TRAITS = frozenset(
 )
 
 
-# --- reading the call -------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1024)
-def path_parts(path: str) -> tuple[str, ...]:
-    """``"traits.company.size"`` -> its parts; cached, as ingest resolves the same few paths
-    for every call."""
-    return tuple(path.split("."))
-
-
-def call_path_get(call: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
-    """The value at a dotted path split into ``parts``, or ``MISSING``.
-
-    ``traits.x`` falls back to ``context.traits.x``: Segment puts a user's traits there on every
-    call other than identify, so one path works for every call type.
-    """
-    value = _walk(call, parts)
-    if value is MISSING and parts and parts[0] == "traits":
-        value = _walk(call.get("context"), ("traits", *parts[1:]))
-    return value
-
-
-def _walk(value: Any, parts: Iterable[str]) -> Any:
-    for part in parts:
-        if not isinstance(value, dict) or part not in value:
-            return MISSING
-        value = value[part]
-    return value
-
-
-def _text(value: Any) -> str | None:
-    """A non-empty identifier as text (ids may arrive as numbers), else None."""
-    if isinstance(value, str):  # the usual case first: this runs at ingest for every call
-        return value.strip() or None
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float | str):
-        text = str(value).strip()
-        return text or None
-    return None
-
-
-def _user_view(call: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The call as seen for the user: a group call's traits describe the company, not the user."""
-    if call.get("type") == "group":
-        return {**call, "traits": {}}
-    return call
-
-
-def _email(call: Mapping[str, Any]) -> str | None:
-    value = call_path_get(_user_view(call), ("traits", "email"))
-    return (value.strip() or None) if isinstance(value, str) else None
+# --- values -----------------------------------------------------------------------------------
 
 
 def unix_seconds(value: Any) -> int | None:
@@ -175,42 +128,6 @@ def unix_seconds(value: Any) -> int | None:
             return None
         return unix_seconds(moment)
     return None
-
-
-# --- identity ---------------------------------------------------------------------------------
-
-
-def identity_resolve(*, call: dict, config: SyncConfig) -> Identity | str:
-    """Which contact the call is about, or the reason there is none (the delivery is skipped).
-
-    Called at ingest for every call and sync to choose the delivery lane, so it only reads a few
-    keys.
-    """
-    email = _email(call)
-    if config.match_by == "email":
-        if email is None:
-            return "no email in traits.email or context.traits.email (the sync matches by email)"
-        # Intercom compares emails case-insensitively; the lane key must too.
-        return Identity(
-            user_key=email.lower(), external_id=None, email=email, role=config.contact_role
-        )
-
-    parts = path_parts(config.external_id_path)
-    external_id = _text(call_path_get(_user_view(call), parts))
-    if external_id is None and config.anonymous == "anonymous_id":
-        external_id = _text(call.get("anonymousId"))
-    if external_id is None:
-        if config.external_id_path != "userId":
-            return f"no external id at {config.external_id_path}"
-        if config.anonymous == "drop":
-            return "anonymous call (no userId) and the sync drops anonymous calls"
-        return "no userId and no anonymousId"
-    return Identity(
-        user_key=external_id, external_id=external_id, email=email, role=config.contact_role
-    )
-
-
-# --- values -----------------------------------------------------------------------------------
 
 
 def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
@@ -328,7 +245,7 @@ def _mapped_or_all(
     consumed: set[str] = set()
     for source_path, intercom_name in mappings:
         parts = path_parts(source_path)
-        value = call_path_get(view, parts) if user_traits_fallback else _walk(view, parts)
+        value = call_path_get(view, parts) if user_traits_fallback else path_walk(view, parts)
         if len(parts) == 2 and parts[0] == send_all_root:
             consumed.add(parts[1])
         if value is not MISSING:
@@ -399,7 +316,7 @@ def _contact_fields(
     owner = _first(traits, ("ownerId", "owner_id"))
     if owner is not MISSING:
         # Intercom-Version 2.16 types owner_id as a string.
-        owner_text = _text(owner)
+        owner_text = identifier_text(owner)
         if owner_text is None:
             dropped.append(Dropped("traits.owner_id", "not an admin id"))
         else:
@@ -407,7 +324,7 @@ def _contact_fields(
 
     unsubscribed = _first(traits, ("unsubscribedFromEmails", "unsubscribed_from_emails"))
     if unsubscribed is MISSING:
-        unsubscribed = _walk(call.get("context"), ("Intercom", "unsubscribedFromEmails"))
+        unsubscribed = path_walk(call.get("context"), ("Intercom", "unsubscribedFromEmails"))
     if isinstance(unsubscribed, bool):
         fields["unsubscribed_from_emails"] = unsubscribed
     elif unsubscribed is not MISSING:
@@ -497,7 +414,7 @@ def _company_from_trait(
     if not isinstance(company, dict):
         dropped.append(Dropped(source, "a company must be an object with an id"))
         return [], {}
-    company_id = _text(company.get("id", company.get("company_id")))
+    company_id = identifier_text(company.get("id", company.get("company_id")))
     if company_id is None:
         # Intercom upserts companies on company_id; a name alone would create duplicates.
         dropped.append(Dropped(source, "a company needs an id"))
@@ -747,7 +664,7 @@ def _page(
         return [], [], f"event name longer than {STRING_MAX} characters"
     metadata = _Metadata(dropped)
     properties = call.get("properties") if isinstance(call.get("properties"), dict) else {}
-    page = _walk(call.get("context"), ("page",))
+    page = path_walk(call.get("context"), ("page",))
     page = page if isinstance(page, dict) else {}
     for key in ("url", "path", "title"):
         if isinstance(properties.get(key), str):
@@ -788,7 +705,7 @@ def plan_build(*, call: dict, config: SyncConfig) -> Plan:
         else:
             operations, dropped, skip_reason = _track(call, config)
     elif kind == "group":
-        group_id = _text(call.get("groupId"))
+        group_id = identifier_text(call.get("groupId"))
         if not config.send_companies:
             skip_reason = "the sync does not send companies (group)"
         elif group_id is None:
@@ -799,7 +716,7 @@ def plan_build(*, call: dict, config: SyncConfig) -> Plan:
     elif kind in ("page", "screen"):
         operations, dropped, skip_reason = _page(call, config)
     elif kind == "alias":
-        previous = _text(call.get("previousId"))
+        previous = identifier_text(call.get("previousId"))
         if not config.send_users:
             skip_reason = "the sync does not send users (alias)"
         elif previous is None:

@@ -4,7 +4,7 @@ Intercom signs each notification with the app's client secret (``X-Hub-Signature
 HMAC-SHA1 of the raw body>``) and posts the envelope ``{type: "notification_event", id, topic,
 created_at, app_id, data: {item}}``. ``signature_verify`` checks the header in constant time,
 ``notification_parse`` validates the envelope, and ``notification_calls`` maps it to the raw
-Segment calls the ingest service accepts (they still go through ``streaming.segment``).
+Segment calls the ingest service accepts (they still go through ``streaming.ingest.segment``).
 
 What a notification becomes (docs/webhooks.md has the table):
 

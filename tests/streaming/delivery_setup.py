@@ -11,11 +11,11 @@ import pytest
 from django.utils import timezone
 
 from integrations.models import Sync
-from streaming.delivery import lane_drain
-from streaming.ingest import events_ingest
+from streaming.delivery.lanes import lane_drain
+from streaming.delivery.ratelimit import rate_limiter_get
+from streaming.ingest.events import events_ingest
+from streaming.ingest.segment import call_normalise
 from streaming.models import Delivery, Lane
-from streaming.ratelimit import rate_limiter_get
-from streaming.segment import call_normalise
 from tests.factories import DestinationFactory, SyncFactory
 
 

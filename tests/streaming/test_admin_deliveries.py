@@ -359,7 +359,7 @@ def test_an_unfiltered_list_of_a_large_table_is_not_counted_row_by_row(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from streaming.admin import LargeTablePaginator
+    from streaming.audit.admin import LargeTablePaginator
 
     # given: PostgreSQL's statistics know the table; "large" lowered to fit a test
     with connection.cursor() as cursor:

@@ -1,4 +1,4 @@
-"""The Python API (streaming.analytics): same validation and path as POST /v1/*."""
+"""The Python API (streaming.ingest.analytics): same validation and path as POST /v1/*."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.db import transaction
 from django.test import override_settings
 
 from integrations.selectors import routes_cache_clear
-from streaming import analytics
+from streaming.ingest import analytics
 from streaming.models import Delivery, Event
 from streaming.signals import event_ingested
 from tests.factories import SourceFactory, SyncFactory

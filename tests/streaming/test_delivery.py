@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from integrations.models import Destination, Sync
-from streaming.destination_state import excerpt_cut
+from streaming.delivery.attempts import excerpt_cut
 from streaming.models import ContactLink, Delivery, DeliveryAttempt, KnownEventName
 from streaming.signals import delivery_failed, delivery_succeeded
 from tests.streaming.delivery_setup import drain_all, identify, ingest, statuses, sync_into, track

@@ -11,9 +11,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from integrations.models import Destination
-from streaming.ingest import filtered_count
+from streaming.audit.selectors import percentile_cont, syncs_health
+from streaming.ingest.filtered import filtered_count
 from streaming.models import KnownEventName
-from streaming.selectors import percentile_cont, syncs_health
 from tests.factories import DestinationFactory, SourceFactory, SyncFactory
 from tests.streaming.audit_rows import SECRET_TOKEN, delivery_make, event_make
 

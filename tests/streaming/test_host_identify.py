@@ -10,7 +10,7 @@ from django.db import transaction
 from django.test import override_settings
 
 from integrations.selectors import routes_cache_clear
-from streaming.host_identify import host_identify_connect, host_identify_disconnect
+from streaming.ingest.host_identify import host_identify_connect, host_identify_disconnect
 from streaming.models import Delivery, Event
 from tests.factories import SourceFactory, SyncFactory
 

@@ -16,10 +16,10 @@ from django.utils import timezone
 
 from integrations.models import EventFilter, Sync, WriteKey
 from integrations.selectors import routes_cache_clear
-from streaming import ingest
-from streaming.ingest import filtered_counts
+from streaming.delivery import receivers
+from streaming.ingest.filtered import filtered_counts
+from streaming.ingest.segment import MAX_BATCH_BYTES, MAX_CALL_BYTES
 from streaming.models import Delivery, Event, Lane
-from streaming.segment import MAX_BATCH_BYTES, MAX_CALL_BYTES
 from streaming.signals import event_ingested
 from tests.factories import SourceFactory, SyncFactory
 
@@ -119,7 +119,7 @@ def test_the_answer_comes_after_commit_and_wakes_the_lanes(
 ):
     woken: list[list[int]] = []
     ingested: list[list[int]] = []
-    monkeypatch.setattr(ingest, "lanes_wake_soon", lambda ids: woken.append(sorted(ids)))
+    monkeypatch.setattr(receivers, "lanes_wake_soon", lambda ids: woken.append(sorted(ids)))
 
     def receiver(sender, event_ids, source_id, **kwargs):
         ingested.append(event_ids)

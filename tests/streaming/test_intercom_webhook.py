@@ -17,8 +17,8 @@ from django.utils import timezone
 from integrations.intercom.webhooks import notification_parse, signature_compute
 from integrations.models import INTERCOM_EVENTS, EventFilter, Source
 from integrations.selectors import routes_cache_clear
-from streaming.ingest import filtered_counts
-from streaming.intercom_webhook import intercom_notification_ingest
+from streaming.ingest.filtered import filtered_counts
+from streaming.ingest.intercom_webhook import intercom_notification_ingest
 from streaming.models import Delivery, Event, Lane
 from streaming.signals import intercom_activity
 from tests.factories import SourceFactory, SyncFactory

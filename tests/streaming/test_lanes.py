@@ -9,7 +9,8 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from integrations.models import Destination, Sync
-from streaming.delivery import LaneLease, lane_drain, lanes_sweep, retention_purge
+from streaming.delivery.lanes import LaneLease, lane_drain
+from streaming.delivery.sweep import lanes_sweep, retention_purge
 from streaming.models import Delivery, DeliveryAttempt, Event, Lane
 from tests.streaming.delivery_setup import drain_all, identify, ingest, statuses, sync_into, track
 
@@ -75,7 +76,8 @@ def test_deliveries_queued_while_a_lane_is_drained_are_not_left_behind(intercom_
 def test_the_sweeper_wakes_due_lanes_nobody_holds(intercom_sandbox, settings, monkeypatch):
     woken_calls: list[list[int]] = []
     monkeypatch.setattr(
-        "streaming.tasks.lanes_wake", lambda ids: woken_calls.append(sorted(ids)) or sorted(ids)
+        "streaming.delivery.sweep.lanes_wake",
+        lambda ids: woken_calls.append(sorted(ids)) or sorted(ids),
     )
     settings.SWITCHBOARD_SWEEP_SECONDS = 5
     long_ago = timezone.now() - timedelta(minutes=1)

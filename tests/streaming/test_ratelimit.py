@@ -13,7 +13,7 @@ from django.conf import settings
 
 from integrations.intercom.client import IntercomClient, RateLimit
 from integrations.intercom.sandbox import Sandbox
-from streaming.ratelimit import (
+from streaming.delivery.ratelimit import (
     RESET_GUARD,
     UNLIMITED_BATCH,
     LocalRateLimiter,

@@ -8,8 +8,12 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from streaming.delivery.replay import (
+    deliveries_replay,
+    deliveries_retry_now,
+    sync_replayable_deliveries,
+)
 from streaming.models import Delivery, Lane
-from streaming.replay import deliveries_replay, deliveries_retry_now, sync_replayable_deliveries
 from tests.factories import SourceFactory, SyncFactory
 from tests.streaming.audit_rows import (
     attempt_make,
@@ -210,7 +214,7 @@ def test_replay_filtered_by_the_changelist_select_all(
 def test_a_replayed_identify_reaches_intercom_before_the_track_that_followed_it(
     admin_client, intercom_sandbox, django_capture_on_commit_callbacks
 ):
-    from streaming.delivery import lane_drain
+    from streaming.delivery.lanes import lane_drain
     from tests.streaming.delivery_setup import identify, ingest, statuses, sync_into, track
 
     # given: Intercom refused the identify once (400), and a track for the same user came after

@@ -10,7 +10,8 @@ import pytest
 from django.utils import timezone
 
 from integrations.models import Destination
-from streaming.delivery import lanes_sweep, retry_delay
+from streaming.delivery.states import retry_delay
+from streaming.delivery.sweep import lanes_sweep
 from streaming.models import Delivery, DeliveryAttempt, Event, Lane
 from streaming.signals import delivery_failed
 from tests.streaming.delivery_setup import drain_all, identify, ingest, statuses, sync_into, track
@@ -162,7 +163,7 @@ def test_a_delivery_expires_when_its_retry_window_is_used_up(intercom_sandbox):
 
 
 def test_a_replayed_old_delivery_gets_a_new_retry_window(intercom_sandbox):
-    from streaming.replay import deliveries_replay
+    from streaming.delivery.replay import deliveries_replay
 
     # given a sync with a one-hour retry window and a delivery accepted two days ago, expired
     sync = sync_into(intercom_sandbox, retry_window=timedelta(hours=1))

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streaming.segment import (
+from streaming.ingest.segment import (
     MAX_CALL_BYTES,
     InvalidCall,
     batch_normalise,

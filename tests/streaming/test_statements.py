@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from streaming.models import Delivery, DeliveryAttempt, Lane
-from streaming.statements import RowsUpdate, row_insert, rows_update_together
+from streaming.storage import RowsUpdate, row_insert, rows_update_together
 from tests.factories import SyncFactory
 from tests.streaming.delivery_setup import ingest, track
 

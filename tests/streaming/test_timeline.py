@@ -10,8 +10,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from streaming.audit.selectors import user_timeline
 from streaming.models import DeliveryAttempt
-from streaming.selectors import user_timeline
 from tests.factories import DestinationFactory, SourceFactory, SyncFactory
 from tests.streaming.audit_rows import (
     SECRET_TOKEN,

@@ -13,9 +13,10 @@ import threading
 
 import pytest
 
-from streaming import tasks
+from streaming.delivery import lanes, tasks, wakeups
+from streaming.delivery.tasks import lanes_drain
+from streaming.delivery.wakeups import LANES_PER_WAKEUP, lanes_wake
 from streaming.models import Delivery
-from streaming.tasks import LANES_PER_WAKEUP, lanes_drain, lanes_wake
 from tests.streaming.audit_rows import wakeup_messages, wakeups_clear
 from tests.streaming.delivery_setup import identify, ingest, sync_into, track, wait_settled
 
@@ -38,7 +39,7 @@ def test_a_batch_of_n_users_publishes_one_message_per_chunk_of_lanes(
     # when it is ingested
     with django_capture_on_commit_callbacks(execute=True):
         deliveries = ingest(sync, calls)
-    assert tasks.wakeup_publisher.flush()
+    assert wakeups.wakeup_publisher.flush()
     # then the broker holds ceil(users / chunk) messages, none over the chunk size...
     messages = wakeup_messages()
     assert len(messages) == math.ceil(users / LANES_PER_WAKEUP)
@@ -65,16 +66,14 @@ def test_a_lane_that_fails_does_not_hold_back_the_others_of_its_message(
     # given three users' lanes named by one message, the middle one failing to drain
     sync = sync_into(intercom_sandbox)
     first, broken, last = ingest(sync, [identify("first"), identify("broken"), identify("last")])
-    from streaming import delivery
-
-    real_drain = delivery.lane_drain
+    real_drain = lanes.lane_drain
 
     def drain(*, lane_id: int) -> None:
         if lane_id == broken.lane_id:
             raise RuntimeError("database went away")
         real_drain(lane_id=lane_id)
 
-    monkeypatch.setattr(delivery, "lane_drain", drain)
+    monkeypatch.setattr(lanes, "lane_drain", drain)
     # when a worker runs the message
     with caplog.at_level(logging.ERROR, logger=tasks.__name__):
         lanes_drain([first.lane_id, broken.lane_id, last.lane_id])
@@ -116,7 +115,7 @@ def test_with_the_broker_down_lanes_wake_publishes_nothing_and_does_not_raise(
     # given a broker nobody listens on
     celery_worker_process.use_broker("redis://127.0.0.1:9/0")
     # when lanes are woken
-    with caplog.at_level(logging.WARNING, logger=tasks.__name__):
+    with caplog.at_level(logging.WARNING, logger=wakeups.__name__):
         woken = lanes_wake(range(1, 26))
     # then nothing is claimed as published, and the sweeper is told to take over
     assert woken == []
@@ -128,7 +127,7 @@ def test_wake_ups_handed_over_meanwhile_go_out_together(monkeypatch):
     # given a broker that takes a while to answer the first publish
     published: list[list[int]] = []
     first_started, release_first = threading.Event(), threading.Event()
-    real_wake = tasks.lanes_wake
+    real_wake = wakeups.lanes_wake
 
     def slow_wake(lane_ids):
         published.append(sorted(lane_ids))
@@ -137,13 +136,13 @@ def test_wake_ups_handed_over_meanwhile_go_out_together(monkeypatch):
             release_first.wait(5)
         return real_wake(lane_ids)
 
-    monkeypatch.setattr(tasks, "lanes_wake", slow_wake)
-    publisher = tasks.WakeupPublisher()
+    monkeypatch.setattr(wakeups, "lanes_wake", slow_wake)
+    publisher = wakeups.WakeupPublisher()
     # when one ingest hands its lane over, and three more do while it is being published
     publisher.submit([1])
     assert first_started.wait(5)
-    for lanes in ([2], [3, 4], [2, 5]):
-        publisher.submit(lanes)
+    for handed in ([2], [3, 4], [2, 5]):
+        publisher.submit(handed)
     release_first.set()
     # then the three go out as one publish, each lane once, and all reach the broker
     assert publisher.flush()
@@ -161,10 +160,10 @@ def test_a_publish_that_fails_leaves_the_publisher_working(monkeypatch, caplog):
             raise RuntimeError("serializer broke")
         return sorted(lane_ids)
 
-    monkeypatch.setattr(tasks, "lanes_wake", wake)
-    publisher = tasks.WakeupPublisher()
+    monkeypatch.setattr(wakeups, "lanes_wake", wake)
+    publisher = wakeups.WakeupPublisher()
 
-    with caplog.at_level(logging.ERROR, logger=tasks.__name__):
+    with caplog.at_level(logging.ERROR, logger=wakeups.__name__):
         publisher.submit([7])
         assert publisher.flush()
     publisher.submit([8])

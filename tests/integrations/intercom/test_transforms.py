@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from integrations.intercom.identity import identity_resolve
 from integrations.intercom.operations import (
     CompanyAttach,
     CompanyDetach,
@@ -22,7 +23,7 @@ from integrations.intercom.operations import (
     Plan,
     SyncConfig,
 )
-from integrations.intercom.transforms import identity_resolve, plan_build
+from integrations.intercom.transforms import plan_build
 
 T = "2024-03-01T12:00:00Z"
 T_UNIX = 1709294400

@@ -14,8 +14,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import generics, permissions, serializers
 from rest_framework.request import Request
 
+from streaming.delivery.replay import TEST_MESSAGE_PREFIX
 from streaming.models import Delivery, DeliveryAttempt, Event
-from streaming.replay import TEST_MESSAGE_PREFIX
 
 
 class CanViewDeliveries(permissions.BasePermission):

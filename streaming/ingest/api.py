@@ -3,8 +3,8 @@
 It follows Segment's HTTP Tracking API, so the Segment and RudderStack SDKs work when their host
 points at Switchboard: the write key is the HTTP Basic username (empty password) or ``writeKey``
 in the body, bodies may be gzip-compressed, and errors answer ``{"code", "message"}`` as the
-SDKs expect. Each view parses, authenticates, validates (``streaming.segment``) and calls one
-service (``streaming.ingest.events_ingest``); 200 means the events are committed.
+SDKs expect. Each view parses, authenticates, validates (``streaming.ingest.segment``) and calls one
+service (``streaming.ingest.events.events_ingest``); 200 means the events are committed.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from rest_framework.views import APIView
 
 from integrations.models import WriteKey
 from integrations.services import write_key_authenticate
-from streaming.ingest import events_ingest
-from streaming.ratelimit_ingest import write_key_rate_check
-from streaming.segment import (
+from streaming.ingest.events import events_ingest
+from streaming.ingest.ratelimit import write_key_rate_check
+from streaming.ingest.segment import (
     MAX_BATCH_BYTES,
     MAX_CALL_BYTES,
     InvalidCall,
@@ -111,7 +111,7 @@ class WriteKeyAuthentication(BaseAuthentication):
 
 
 class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "streaming.api.WriteKeyAuthentication"
+    target_class = "streaming.ingest.api.WriteKeyAuthentication"
     name = "writeKey"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
@@ -123,7 +123,7 @@ class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):
         }
 
 
-# --- documentation shapes (OpenAPI only: validation is streaming.segment, shared with Python) ---
+# --- documentation shapes (OpenAPI only: validation is streaming.ingest.segment, shared with Python) ---
 
 
 class _CallFields(serializers.Serializer):

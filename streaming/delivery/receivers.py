@@ -1,4 +1,7 @@
-"""Signal receivers of the data plane (connected in ``StreamingConfig.ready``).
+"""The delivery room's signal receivers (connected in ``StreamingConfig.ready``).
+
+Ingest announces lanes with new deliveries (``lanes_queued``): the workers are woken from the
+publishing thread (``wakeups``).
 
 A destination whose token Intercom refused (401) holds its deliveries; saving it with a different
 token is the operator's "I fixed it": the hold is lifted and its lanes are woken at once.
@@ -13,6 +16,14 @@ from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
 from integrations.models import Destination
+from streaming.delivery.sweep import destination_lanes_wake
+from streaming.delivery.wakeups import lanes_wake_soon
+from streaming.signals import lanes_queued
+
+
+@receiver(lanes_queued, dispatch_uid="switchboard.lanes_queued")
+def lanes_queued_wake(sender: type, lane_ids: list[int], **kwargs: Any) -> None:
+    lanes_wake_soon(lane_ids)
 
 
 @receiver(pre_save, sender=Destination, dispatch_uid="switchboard.destination_token_changed")
@@ -33,8 +44,6 @@ def destination_token_changed(sender: type, instance: Destination, **kwargs: Any
 def destination_lanes_wake_after_token(sender: type, instance: Destination, **kwargs: Any) -> None:
     if getattr(instance, "_switchboard_auth_cleared", False):
         instance._switchboard_auth_cleared = False
-        from streaming.delivery import destination_lanes_wake
-
         # An update rather than the instance's field: a save with update_fields would drop it.
         Destination.objects.filter(pk=instance.pk).update(auth_failed_at=None)
         instance.auth_failed_at = None

@@ -1,7 +1,13 @@
-"""Celery glue: tasks take ids, re-fetch, and call one service.
+"""Wake-ups: Celery messages that ask a worker to drain lanes.
 
-A task message is only a wake-up for lanes; the database is the queue of record, so a lost
-message delays its lanes until the sweeper's next pass and loses nothing.
+A message is only a wake-up: the database is the queue of record, so a lost message delays its
+lanes until the sweeper's next pass and loses nothing. Ingest announces new work with the
+``lanes_queued`` signal; ``wakeup_publisher`` takes it from there on a thread of its own, so
+an ingest answer never waits for the broker (publishing was 29 % of a web worker's CPU in B1's
+profile, and a slow broker would have slowed every answer).
+
+Messages name the task (``switchboard.lanes_drain``) rather than import it: the tasks call the
+sweeper, which wakes lanes, so an import would close a loop.
 """
 
 from __future__ import annotations
@@ -14,65 +20,20 @@ import threading
 import time
 from collections.abc import Iterable
 
-from celery import shared_task
+from celery import current_app
 from django.conf import settings
-from django.db import close_old_connections, transaction
 
 logger = logging.getLogger(__name__)
 
+LANES_DRAIN_TASK = "switchboard.lanes_drain"
 # Lanes named by one wake-up message. A message is drained by one worker thread, lane after lane,
-# so this trades web time (profiled: one publish per lane was 84 % of a 100-user batch's answer)
-# against parallelism and latency: a batch of 100 users is 10 messages, so up to 10 threads
-# start on it at once, and a lane waits behind at most 9 others of its message. Later wake-ups
-# and the sweeper still reach a lane that waits longer, because no worker holds it yet. A single
-# call is one lane, one message, as before.
+# so this trades web time (one publish per lane was 84 % of a 100-user batch's answer) against
+# parallelism and latency: a batch of 100 users is 10 messages, so up to 10 threads start on it
+# at once, and a lane waits behind at most 9 others of its message. Later wake-ups and the
+# sweeper still reach a lane that waits longer, because no worker holds it yet.
 LANES_PER_WAKEUP = 10
-# The wake-up publisher's pace (one publish per interval at most, per process).
+# The publisher's pace (one publish per interval at most, per process).
 WAKEUP_INTERVAL_SECONDS = 0.02
-
-
-@shared_task(name="switchboard.lanes_drain")
-def lanes_drain(lane_ids: list[int]) -> None:
-    from streaming.delivery import lane_drain as drain
-
-    for lane_id in lane_ids:
-        try:
-            drain(lane_id=lane_id)
-        except Exception:
-            # One lane's failure must not hold back the others of the message. The failed lane
-            # is still due in the database, so the sweeper wakes it again.
-            logger.exception("lane %s not drained; left to the sweeper", lane_id)
-            # A connection the error broke is replaced for the next lane, not at the task's end
-            # (never inside a caller's transaction: an eager run in tests).
-            if not transaction.get_connection().in_atomic_block:
-                close_old_connections()
-
-
-@shared_task(name="switchboard.lane_drain")
-def lane_drain(lane_id: int) -> None:
-    """One lane per message: what ``lanes_wake`` published before ``lanes_drain`` existed.
-
-    Kept registered so that messages still queued from an older version are drained.
-    """
-    from streaming.delivery import lane_drain as drain
-
-    drain(lane_id=lane_id)
-
-
-@shared_task(name="switchboard.lanes_sweep")
-def lanes_sweep() -> int:
-    from streaming.delivery import lanes_sweep as sweep
-
-    return len(sweep())
-
-
-@shared_task(name="switchboard.retention_purge")
-def retention_purge() -> None:
-    from streaming.delivery import retention_purge as purge
-
-    attempts, payloads = purge()
-    if attempts or payloads:
-        logger.info("retention: %d attempts deleted, %d payloads blanked", attempts, payloads)
 
 
 def lane_chunks(lane_ids: Iterable[int]) -> list[list[int]]:
@@ -82,23 +43,30 @@ def lane_chunks(lane_ids: Iterable[int]) -> list[list[int]]:
 
 
 def lanes_wake(lane_ids: Iterable[int]) -> list[int]:
-    """Ask the workers to drain these lanes. Call it from ``transaction.on_commit``.
+    """Ask the workers to drain these lanes, now, from the caller's thread.
 
-    Never raises: it runs after the ingest transaction committed, when the caller must answer
-    "accepted" whatever the broker's state. A wake-up that cannot be published is logged and
-    left to the sweeper. Returns the lanes whose wake-up was published (none when the broker
-    refused: some may have gone out, and waking a lane twice is harmless).
+    Never raises: it runs after a transaction committed, when the caller must answer "accepted"
+    whatever the broker's state. A wake-up that cannot be published is logged and left to the
+    sweeper. Returns the lanes whose wake-up was published (none when the broker refused: some
+    may have gone out, and waking a lane twice is harmless).
     """
     chunks = lane_chunks(lane_ids)
     if not chunks:
         return []
+    app = current_app
+    if app.conf.task_always_eager:
+        # Eager tasks run inline, in the caller's thread and transaction.
+        for chunk in chunks:
+            app.tasks[LANES_DRAIN_TASK].apply((chunk,))
+        return [lane_id for chunk in chunks for lane_id in chunk]
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     try:
-        with lanes_drain.app.producer_or_acquire() as producer, _publish_batch(producer):
+        with app.producer_or_acquire() as producer, _publish_batch(producer):
             for chunk in chunks:
                 # No publish retries: with the broker down, each would hold the caller for
                 # seconds.
-                lanes_drain.apply_async(
+                app.send_task(
+                    LANES_DRAIN_TASK,
                     (chunk,),
                     queue=queue,
                     retry=False,
@@ -125,10 +93,8 @@ def _publish_batch(producer: object) -> contextlib.AbstractContextManager[object
 
 
 class WakeupPublisher:
-    """Publishes ingest's wake-ups from one thread per process, coalescing concurrent ones.
+    """Publishes wake-ups from one thread per process, coalescing concurrent ones.
 
-    An ingest hands its lanes over and answers without a broker round trip (publishing was 29 %
-    of a web worker's CPU in B1's profile, and a slow broker would have slowed every answer).
     The thread publishes at most once per ``WAKEUP_INTERVAL_SECONDS``: the lanes of the requests
     answered meanwhile go out together, in as few messages as ``lane_chunks`` makes of them;
     after a quiet spell a lane goes out at once. Lanes still in hand when the process dies are
@@ -152,8 +118,7 @@ class WakeupPublisher:
         lanes = set(lane_ids)
         if not lanes:
             return
-        if lanes_drain.app.conf.task_always_eager:
-            # Eager tasks run inline, in the caller's thread and transaction.
+        if current_app.conf.task_always_eager:
             lanes_wake(lanes)
             return
         with self._changed:
@@ -200,5 +165,5 @@ atexit.register(wakeup_publisher.flush, 2.0)
 
 def lanes_wake_soon(lane_ids: Iterable[int]) -> None:
     """Ask the workers to drain these lanes, from the publishing thread (never blocks on the
-    broker). Call it from ``transaction.on_commit``."""
+    broker). Call it after commit."""
     wakeup_publisher.submit(lane_ids)

@@ -22,17 +22,17 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from integrations.intercom.client import AuthenticationError, IntercomClient, IntercomError
-from integrations.intercom.executor import plan_execute
-from integrations.intercom.transforms import plan_build
+from integrations.intercom import AuthenticationError, IntercomError, client_for, deliver
+from integrations.intercom.identity import identity_resolve
 from integrations.models import Sync
 from integrations.selectors import sync_config_build
-from streaming.delivery import destination_auth_hold, destination_health_record
-from streaming.destination_state import AttemptRecorder, DestinationStore
+from streaming.delivery.attempts import AttemptRecorder
+from streaming.delivery.destination_store import DestinationStore
+from streaming.delivery.ratelimit import rate_limiter_get
+from streaming.delivery.states import destination_auth_hold, destination_health_record
+from streaming.delivery.wakeups import lanes_wake
+from streaming.ingest.segment import Call, call_normalise
 from streaming.models import Delivery, DeliveryAttempt, Event, Lane
-from streaming.ratelimit import rate_limiter_get
-from streaming.segment import Call, call_normalise
-from streaming.tasks import lanes_wake
 
 REPLAYABLE = (Delivery.Status.FAILED, Delivery.Status.EXPIRED)
 # Waking a lane costs one broker message; past this many the sweeper (which re-wakes every lane
@@ -167,7 +167,7 @@ def test_call_normalise(
 def sync_test_event_send(*, sync: Sync, call: Call) -> TestEventResult:
     """Send one call through a sync right now, bypassing the queue, and log it as a test.
 
-    It runs the same code as a worker (``plan_build`` -> ``plan_execute`` with the attempt
+    It runs the same code as a worker (Intercom's door, ``deliver``, with the attempt
     recorder), synchronously, so the operator sees exactly what Intercom was asked and what it
     answered. The call is logged as an Event (message id ``sb-test-…``, payload
     ``context.switchboard.test``) with one Delivery and its attempts, so the user's timeline and
@@ -177,8 +177,10 @@ def sync_test_event_send(*, sync: Sync, call: Call) -> TestEventResult:
     source = sync.sources.order_by("id").first()
     if source is None:
         raise ValueError("This sync has no source: an event needs one.")
-    plan = plan_build(call=call.payload, config=sync_config_build(sync=sync))
-    user_key = plan.identity.user_key if plan.identity else (call.user_id or call.anonymous_id)
+    config = sync_config_build(sync=sync)
+    identity = identity_resolve(call=call.payload, config=config)
+    user_key = identity.user_key if not isinstance(identity, str) else ""
+    user_key = user_key or call.user_id or call.anonymous_id
     now = timezone.now()
     with transaction.atomic():
         event = Event.objects.create(
@@ -202,39 +204,33 @@ def sync_test_event_send(*, sync: Sync, call: Call) -> TestEventResult:
             reason="Test event: being sent.",
             created_at=now,
         )
-    dropped = [(d.field, d.reason) for d in plan.dropped]
-    if not plan.operations:
-        status, reason = Delivery.Status.SKIPPED, plan.skip_reason or "Nothing to send."
+    destination = sync.destination
+    recorder = AttemptRecorder(delivery=delivery)
+    dropped: list[tuple[str, str]] = []
+    try:
+        outcome = deliver(
+            call=call.payload,
+            config=config,
+            # The shared limiter: a test counts against Intercom's budget like any call.
+            client=client_for(destination, limiter=rate_limiter_get(destination_id=destination.pk)),
+            state=DestinationStore(destination=destination),
+            recorder=recorder,
+        )
+    except AuthenticationError as error:
+        # The same verdict a worker reaches: hold the destination until the token changes.
+        destination_auth_hold(destination=destination, error=str(error))
+        status, reason = Delivery.Status.FAILED, str(error)
+    except IntercomError as error:
+        # A worker would retry a retryable error; a test reports it and stops.
+        destination_health_record(destination=destination, error=str(error))
+        status, reason = Delivery.Status.FAILED, str(error)
     else:
-        destination = sync.destination
-        recorder = AttemptRecorder(delivery=delivery)
-        try:
-            outcome = plan_execute(
-                plan=plan,
-                # The shared limiter: a test counts against Intercom's budget like any call.
-                client=IntercomClient.from_destination(
-                    destination, limiter=rate_limiter_get(destination_id=destination.pk)
-                ),
-                state=DestinationStore(destination=destination),
-                recorder=recorder,
-            )
-        except AuthenticationError as error:
-            # The same verdict a worker reaches: hold the destination until the token changes.
-            destination_auth_hold(destination=destination, error=str(error))
-            status, reason = Delivery.Status.FAILED, str(error)
-        except IntercomError as error:
-            # A worker would retry a retryable error; a test reports it and stops.
-            destination_health_record(destination=destination, error=str(error))
-            status, reason = Delivery.Status.FAILED, str(error)
-        else:
-            status = (
-                Delivery.Status.SKIPPED
-                if outcome.status == "skipped"
-                else Delivery.Status.SUCCEEDED
-            )
-            reason = outcome.reason or ""
-            if recorder.exchanges:
-                destination_health_record(destination=destination, error="")
+        dropped = [(d.field, d.reason) for d in outcome.dropped]
+        succeeded = outcome.status == "succeeded"
+        status = Delivery.Status.SUCCEEDED if succeeded else Delivery.Status.SKIPPED
+        reason = outcome.reason or ("" if recorder.exchanges else "Nothing to send.")
+        if recorder.exchanges:
+            destination_health_record(destination=destination, error="")
     attempts = list(delivery.attempt_log.order_by("id"))
     delivery.status = status
     delivery.reason = f"Test event. {reason}".strip()

@@ -1,11 +1,11 @@
 """The Python API: Segment calls from the host's own Django code, without HTTP.
 
-    from streaming import analytics
+    from streaming.ingest import analytics
 
     analytics.identify("u-42", {"email": "ada@example.com", "plan": "pro"})
     analytics.track("u-42", "Order Completed", {"total": 42.5})
 
-Calls go through the same validation (``streaming.segment``) and the same ingest service as
+Calls go through the same validation (``streaming.ingest.segment``) and the same ingest service as
 ``POST /v1/*``, into the source named by the ``source`` argument or, by default, by the setting
 ``SWITCHBOARD_PYTHON_SOURCE``. Inside the caller's transaction they join it: the events are
 stored, and the workers woken, only if that transaction commits. Invalid input raises
@@ -25,8 +25,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from integrations.models import Source
-from streaming.ingest import IngestResult, events_ingest
-from streaming.segment import InvalidCall, call_normalise, jsonable
+from streaming.ingest.events import IngestResult, events_ingest
+from streaming.ingest.segment import InvalidCall, call_normalise, jsonable
 
 __all__ = ["CallOptions", "InvalidCall", "alias", "group", "identify", "page", "screen", "track"]
 

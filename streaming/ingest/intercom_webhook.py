@@ -2,7 +2,7 @@
 
 One skeleton, like every webhook receiver: find the source -> verify ``X-Hub-Signature`` with its
 client secret -> parse and map the notification (``integrations.intercom.webhooks``, pure) ->
-normalise the calls as any call (``streaming.segment``) -> ``events_ingest`` (stored and routed to
+normalise the calls as any call (``streaming.ingest.segment``) -> ``events_ingest`` (stored and routed to
 the source's syncs in one transaction) -> ``intercom_activity`` after commit -> 200.
 
 Answers, chosen for how Intercom treats them (it waits 5 s, retries a failed notification once
@@ -46,8 +46,8 @@ from integrations.intercom.webhooks import (
     signature_verify,
 )
 from integrations.models import Source
-from streaming.ingest import IngestResult, events_ingest
-from streaming.segment import InvalidCall, call_normalise
+from streaming.ingest.events import IngestResult, events_ingest
+from streaming.ingest.segment import InvalidCall, call_normalise
 from streaming.signals import intercom_activity
 
 log = logging.getLogger(__name__)

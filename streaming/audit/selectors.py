@@ -28,6 +28,7 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.utils import timezone
 
 from integrations.models import Destination, Sync
+from streaming.ingest.filtered import filtered_counts
 from streaming.models import Delivery, DeliveryAttempt, Event, KnownEventName
 
 logger = logging.getLogger(__name__)
@@ -237,8 +238,6 @@ def syncs_health(
     *, syncs: QuerySet[Sync] | None = None, now: datetime | None = None
 ) -> list[SyncHealth]:
     """Delivery health of each sync over the last 24 hours, with a handful of grouped queries."""
-    from streaming.ingest import filtered_counts
-
     now = now or timezone.now()
     since = now - HEALTH_WINDOW
     syncs = (syncs if syncs is not None else Sync.objects.all()).select_related("destination")

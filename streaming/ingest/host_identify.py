@@ -38,7 +38,7 @@ def host_identify_traits(*, instance: models.Model) -> dict[str, Any]:
 
 def host_identify_send(*, user_id: str, traits: dict[str, Any]) -> None:
     """Ingest the identify call; never raises into the host (it runs after its commit)."""
-    from streaming import analytics
+    from streaming.ingest import analytics
 
     try:
         analytics.identify(user_id, traits)

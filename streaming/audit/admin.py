@@ -1,0 +1,656 @@
+"""The operator's window on the data plane: the audit trail, the queue, and its health.
+
+Events and attempts are read-only (they are the audit trail); a delivery changes only through
+the "retry now" and "replay" actions (``streaming.delivery.replay``). The operator pages (user
+timeline, sync health, send test event) are views of their own (``views``), served under the
+Delivery admin's URLs.
+
+Changelists stay fast on tables of millions of rows: related rows are joined
+(``list_select_related``), searches are exact matches on indexed columns rather than
+``icontains``, the unfiltered count is PostgreSQL's estimate, and there is no ``date_hierarchy``
+(its drill-down runs ``SELECT DISTINCT date_trunc(...)`` over the whole table on every page
+view); the date filters below cost nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import path, reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+
+from integrations.models import Source, Sync
+from streaming.audit import views
+from streaming.audit.selectors import events_by_email
+from streaming.delivery.replay import (
+    TEST_MESSAGE_PREFIX,
+    deliveries_replay,
+    deliveries_retry_now,
+)
+from streaming.models import ContactLink, Delivery, DeliveryAttempt, Event, KnownEventName
+
+# --- shared pieces ----------------------------------------------------------------------------
+
+
+class LargeTablePaginator(Paginator):
+    """Uses PostgreSQL's row estimate for an unfiltered list of a large table.
+
+    ``show_full_result_count = False`` spares the second count; this spares the first one, an
+    exact ``count(*)`` that reads the whole table when no filter narrows it.
+    """
+
+    ESTIMATE_ABOVE = 100_000
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        unfiltered = isinstance(queryset, QuerySet) and not queryset.query.where
+        if connection.vendor == "postgresql" and unfiltered:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                    [queryset.model._meta.db_table],
+                )
+                row = cursor.fetchone()
+            if row and row[0] > self.ESTIMATE_ABOVE:
+                return int(row[0])
+        return super().count
+
+
+def pretty_json(value: Any) -> str:
+    """A JSON value (or a text that may be JSON) indented in a <pre>, escaped."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return format_html('<pre class="sb-json">{}</pre>', value)
+    if value is None:
+        return "—"
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html('<pre class="sb-json">{}</pre>', text)
+
+
+class TextInputFilter(admin.SimpleListFilter):
+    """A free-text list filter (event names are too many to list). ``*`` at the end: prefix."""
+
+    template = "admin/streaming/text_input_filter.html"
+    lookup_field = ""
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
+        # A SimpleListFilter is only shown when it has lookups; the template ignores them.
+        return [("", "")]
+
+    def choices(self, changelist: ChangeList) -> list[dict[str, Any]]:
+        return [
+            {
+                "parameter_name": self.parameter_name,
+                "value": self.value() or "",
+                # Everything else in the query string (other filters, the search) is kept.
+                "other_params": {
+                    k: v for k, v in changelist.params.items() if k != self.parameter_name
+                },
+            }
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        value = (self.value() or "").strip()
+        if not value:
+            return None
+        if value.endswith("*"):
+            return queryset.filter(**{f"{self.lookup_field}__startswith": value[:-1]})
+        return queryset.filter(**{self.lookup_field: value})
+
+
+class EventNameFilter(TextInputFilter):
+    title = "event name"
+    parameter_name = "event_name"
+    lookup_field = "event__event_name"
+
+
+class OwnEventNameFilter(EventNameFilter):
+    lookup_field = "event_name"
+
+
+class StatusCodeFilter(admin.SimpleListFilter):
+    title = "HTTP status"
+    parameter_name = "status_class"
+    # Fixed buckets: listing the distinct status codes would scan the whole attempt log.
+    RANGES = {
+        "2xx": Q(status_code__gte=200, status_code__lt=300),
+        "4xx": Q(status_code__gte=400, status_code__lt=500) & ~Q(status_code=429),
+        "429": Q(status_code=429),
+        "5xx": Q(status_code__gte=500),
+        "none": Q(status_code__isnull=True),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
+        return [
+            ("2xx", "2xx"),
+            ("4xx", "4xx (not 429)"),
+            ("429", "429"),
+            ("5xx", "5xx"),
+            ("none", "no response"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        condition = self.RANGES.get(self.value() or "")
+        return queryset.filter(condition) if condition is not None else None
+
+
+class TestEventFilter(admin.SimpleListFilter):
+    title = "origin"
+    parameter_name = "origin"
+    event_path = "event__"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
+        return [("test", "Test events (sent from the admin)"), ("live", "Live calls")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        test = Q(**{f"{self.event_path}message_id__startswith": TEST_MESSAGE_PREFIX})
+        if self.value() == "test":
+            return queryset.filter(test)
+        if self.value() == "live":
+            return queryset.exclude(test)
+        return None
+
+
+class OwnTestEventFilter(TestEventFilter):
+    event_path = ""
+
+
+def timeline_url(user_key: str) -> str:
+    return reverse("admin:streaming_timeline") + "?" + urlencode({"q": user_key})
+
+
+def event_ids_matching(term: str) -> Q:
+    """Events a search term designates: a user id, a message id, or an email in the traits.
+
+    Exact matches only, each served by an index: ``user_id``; ``(source, message_id)`` through
+    ``source IN (all sources)``, since the unique index leads with the source; and the JSON
+    containment of ``events_by_email`` for an address.
+    """
+    condition = Q(user_id=term) | Q(
+        source_id__in=list(Source.objects.values_list("id", flat=True)), message_id=term
+    )
+    if "@" in term:
+        condition |= Q(id__in=events_by_email(email=term).values("id"))
+    return condition
+
+
+class UserSearchMixin:
+    """Search rows that carry ``user_key`` and ``event``: by user, message id or email."""
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        # Event ids first (a few indexed lookups), then an OR of two indexed columns of this
+        # table: a join with an OR across both tables could use neither index.
+        event_ids = list(
+            Event.objects.filter(event_ids_matching(term)).values_list("id", flat=True)[:10_000]
+        )
+        return queryset.filter(Q(user_key=term) | Q(event_id__in=event_ids)), False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The audit trail: visible to those who may view it, never added, edited or deleted here."""
+
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# --- Event ------------------------------------------------------------------------------------
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ("id", "type", "event_name", "user_id", "message_id", "source", "received_at")
+    list_filter = (
+        "type",
+        OwnEventNameFilter,
+        "source",
+        ("received_at", admin.DateFieldListFilter),
+        OwnTestEventFilter,
+    )
+    list_select_related = ("source",)
+    search_fields = ("user_id",)
+    search_help_text = "Exact user id, message id or email (traits.email / context.traits.email)."
+    ordering = ("-id",)
+    fields = (
+        "id",
+        "type",
+        "event_name",
+        "user_id",
+        "anonymous_id",
+        "message_id",
+        "source",
+        "timestamp",
+        "received_at",
+        "payload_pretty",
+        "deliveries_summary",
+        "timeline_link",
+    )
+    readonly_fields = fields
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(event_ids_matching(term)), False
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj: Event) -> str:
+        return pretty_json(obj.payload)
+
+    @admin.display(description="deliveries")
+    def deliveries_summary(self, obj: Event) -> str:
+        rows = obj.deliveries.select_related("sync").order_by("id")
+        if not rows:
+            return "—"
+        items = format_html_join(
+            "",
+            '<li><a href="{}">#{}</a> {} — {}</li>',
+            (
+                (
+                    reverse("admin:streaming_delivery_change", args=[d.pk]),
+                    d.pk,
+                    d.sync.name,
+                    d.get_status_display(),
+                )
+                for d in rows
+            ),
+        )
+        return format_html("<ul>{}</ul>", items)
+
+    @admin.display(description="user timeline")
+    def timeline_link(self, obj: Event) -> str:
+        key = obj.user_id or obj.anonymous_id
+        if not key:
+            return "—"
+        return format_html('<a href="{}">Timeline of {}</a>', timeline_url(key), key)
+
+
+# --- Delivery ---------------------------------------------------------------------------------
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ("id",)
+    fields = (
+        "started_at",
+        "method",
+        "url",
+        "status_code",
+        "category",
+        "error_code",
+        "duration_ms",
+        "request_pretty",
+        "response_pretty",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="request body")
+    def request_pretty(self, obj: DeliveryAttempt) -> str:
+        return pretty_json(obj.request_body)
+
+    @admin.display(description="response")
+    def response_pretty(self, obj: DeliveryAttempt) -> str:
+        return pretty_json(obj.response_excerpt) if obj.response_excerpt else "—"
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(UserSearchMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "status_colored",
+        "sync",
+        "destination",
+        "call",
+        "user_key",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+        "completed_at",
+        "reason_short",
+    )
+    list_filter = (
+        "status",
+        "sync",
+        ("sync__destination", admin.RelatedFieldListFilter),
+        ("event__type", admin.ChoicesFieldListFilter),
+        EventNameFilter,
+        ("created_at", admin.DateFieldListFilter),
+        TestEventFilter,
+    )
+    list_select_related = ("event", "sync__destination")
+    search_fields = ("user_key",)
+    search_help_text = "Exact user id, message id or email (traits.email / context.traits.email)."
+    ordering = ("-id",)
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+    actions = ("retry_now_action", "replay_action")
+    inlines = (DeliveryAttemptInline,)
+    fields = (
+        "id",
+        "status",
+        "event_link",
+        "sync",
+        "user_key",
+        "attempts",
+        "next_attempt_at",
+        "reason",
+        "created_at",
+        "completed_at",
+        "payload_pretty",
+        "timeline_link",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
+        return super().get_queryset(request).select_related("event", "sync__destination")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Change permission gates the actions; a delivery's own page is never a form, because
+        # saving it would overwrite the state a worker may be writing at the same moment.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+    def may_operate(self, request: HttpRequest) -> bool:
+        return super().has_change_permission(request)
+
+    STATUS_COLORS = {
+        Delivery.Status.SUCCEEDED: "#2e7d32",
+        Delivery.Status.PENDING: "#ef6c00",
+        Delivery.Status.FAILED: "#c62828",
+        Delivery.Status.EXPIRED: "#c62828",
+        Delivery.Status.SKIPPED: "#666",
+    }
+
+    @admin.display(description="status", ordering="status")
+    def status_colored(self, obj: Delivery) -> str:
+        return format_html(
+            '<strong style="color: {}">{}</strong>',
+            self.STATUS_COLORS.get(obj.status, "inherit"),
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="destination")
+    def destination(self, obj: Delivery) -> str:
+        return obj.sync.destination.name
+
+    @admin.display(description="call")
+    def call(self, obj: Delivery) -> str:
+        label = f"{obj.event.type} {obj.event.event_name}".strip()
+        if obj.event.message_id.startswith(TEST_MESSAGE_PREFIX):
+            label += " (test)"
+        return label
+
+    @admin.display(description="reason")
+    def reason_short(self, obj: Delivery) -> str:
+        return obj.reason[:120] + ("…" if len(obj.reason) > 120 else "")
+
+    @admin.display(description="event")
+    def event_link(self, obj: Delivery) -> str:
+        return format_html(
+            '<a href="{}">{} (message {})</a>',
+            reverse("admin:streaming_event_change", args=[obj.event_id]),
+            obj.event,
+            obj.event.message_id,
+        )
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj: Delivery) -> str:
+        return pretty_json(obj.event.payload)
+
+    @admin.display(description="user timeline")
+    def timeline_link(self, obj: Delivery) -> str:
+        return format_html(
+            '<a href="{}">Timeline of {}</a>', timeline_url(obj.user_key), obj.user_key
+        )
+
+    # -- actions
+
+    @admin.action(
+        description="Retry now (pending: try at once, keeping each user's order)",
+        permissions=["change"],
+    )
+    def retry_now_action(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        self._held_warn(request, queryset.filter(status=Delivery.Status.PENDING))
+        change = deliveries_retry_now(deliveries=queryset)
+        self._log(request, queryset.filter(status=Delivery.Status.PENDING), "Retry now")
+        self.message_user(
+            request,
+            f"{change.deliveries} pending deliveries are due now; {change.lanes} lanes woken.",
+            messages.SUCCESS if change.deliveries else messages.WARNING,
+        )
+
+    @admin.action(
+        description="Replay (failed/expired: send again, before later deliveries of the same user)",
+        permissions=["change"],
+    )
+    def replay_action(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        # Log before: the replay changes the statuses the queryset filters on.
+        logged = list(queryset.filter(status__in=["failed", "expired"])[:1000])
+        self._held_warn(request, queryset.filter(status__in=["failed", "expired"]))
+        change = deliveries_replay(deliveries=queryset)
+        self._log(request, logged, "Replayed")
+        self.message_user(
+            request,
+            f"{change.deliveries} deliveries replayed; {change.lanes} lanes woken.",
+            messages.SUCCESS if change.deliveries else messages.WARNING,
+        )
+
+    def _held_warn(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        """Say so when a worker will not pick these up yet: the action alone cannot send them."""
+        held = queryset.filter(
+            Q(sync__status=Sync.Status.PAUSED) | Q(sync__destination__auth_failed_at__isnull=False)
+        ).count()
+        if held:
+            self.message_user(
+                request,
+                f"{held} of these deliveries belong to a paused sync or to a destination whose "
+                "token Intercom refused: they wait until the sync is enabled or the token "
+                "replaced.",
+                messages.WARNING,
+            )
+
+    def _log(self, request: HttpRequest, objects: Any, message: str) -> None:
+        objects = list(objects[:1000]) if isinstance(objects, QuerySet) else objects
+        if objects:
+            LogEntry.objects.log_actions(request.user.pk, objects, CHANGE, message)
+
+    # -- the operator pages (streaming/audit/views.py), under this admin's URLs
+
+    def get_urls(self) -> list:
+        def page(view: Any) -> Any:
+            return self.admin_site.admin_view(functools.partial(view, delivery_admin=self))
+
+        return [
+            path("timeline/", page(views.timeline), name="streaming_timeline"),
+            path("health/", page(views.sync_health), name="streaming_sync_health"),
+            path(
+                "health/<int:sync_id>/replay/",
+                page(views.sync_replay),
+                name="streaming_sync_replay",
+            ),
+            path("test-event/", page(views.test_event), name="streaming_test_event"),
+            path(
+                "<int:delivery_id>/operate/",
+                page(views.delivery_operate),
+                name="streaming_delivery_operate",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra = {**(extra_context or {}), "may_operate": self.may_operate(request)}
+        return super().change_view(request, object_id, form_url, extra)
+
+
+# --- DeliveryAttempt --------------------------------------------------------------------------
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(UserSearchMixin, ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "started_at",
+        "method",
+        "url",
+        "status_code",
+        "category",
+        "duration_ms",
+        "user_key",
+        "delivery_link",
+    )
+    list_filter = (
+        "category",
+        StatusCodeFilter,
+        ("delivery__sync", admin.RelatedFieldListFilter),
+        ("started_at", admin.DateFieldListFilter),
+    )
+    search_fields = ("user_key",)
+    search_help_text = "Exact user id, message id or email."
+    ordering = ("-id",)
+    fields = (
+        "id",
+        "delivery_link",
+        "event_link",
+        "user_key",
+        "started_at",
+        "method",
+        "url",
+        "status_code",
+        "category",
+        "error_code",
+        "duration_ms",
+        "request_pretty",
+        "response_pretty",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryAttempt]:
+        # The request bodies are only read on an attempt's own page.
+        queryset = super().get_queryset(request)
+        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+            queryset = queryset.defer("request_body", "response_excerpt")
+        return queryset
+
+    @admin.display(description="delivery")
+    def delivery_link(self, obj: DeliveryAttempt) -> str:
+        return format_html(
+            '<a href="{}">#{}</a>',
+            reverse("admin:streaming_delivery_change", args=[obj.delivery_id]),
+            obj.delivery_id,
+        )
+
+    @admin.display(description="event")
+    def event_link(self, obj: DeliveryAttempt) -> str:
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:streaming_event_change", args=[obj.event_id]),
+            obj.event,
+        )
+
+    @admin.display(description="request body")
+    def request_pretty(self, obj: DeliveryAttempt) -> str:
+        return pretty_json(obj.request_body)
+
+    @admin.display(description="response")
+    def response_pretty(self, obj: DeliveryAttempt) -> str:
+        return pretty_json(obj.response_excerpt) if obj.response_excerpt else "—"
+
+
+# --- ContactLink ------------------------------------------------------------------------------
+
+
+@admin.register(ContactLink)
+class ContactLinkAdmin(admin.ModelAdmin):
+    """A cache of Intercom contact ids. Deleting a link is safe: the next call looks it up again."""
+
+    list_display = ("user_key", "destination", "contact_id", "role", "fingerprint", "updated_at")
+    list_filter = ("destination", "role", ("updated_at", admin.DateFieldListFilter))
+    list_select_related = ("destination",)
+    search_fields = ("=user_key", "=contact_id")
+    search_help_text = "Exact user key or Intercom contact id."
+    ordering = ("-updated_at",)
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+    readonly_fields = ("destination", "user_key", "contact_id", "role", "fingerprint", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# --- KnownEventName ---------------------------------------------------------------------------
+
+
+@admin.register(KnownEventName)
+class KnownEventNameAdmin(admin.ModelAdmin):
+    """The event names each workspace received through us, against Intercom's 120-name limit.
+
+    Deleting one (after archiving it in Intercom) frees a slot in our count; nothing else is
+    editable.
+    """
+
+    list_display = ("name", "destination", "created_at")
+    list_filter = ("destination",)
+    list_select_related = ("destination",)
+    search_fields = ("name",)
+    ordering = ("destination", "name")
+    readonly_fields = ("destination", "name", "created_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,484 @@
+"""Hand-written SQL of the hot paths, behind named functions; everything else uses the ORM.
+
+Three statements carry Switchboard's throughput, and each is here because the ORM measured too
+slow for it (figures in docs/benchmarks.md, "Where the time goes"):
+
+- ``calls_store``: ingest's events, lanes and deliveries. On PostgreSQL ONE statement
+  (data-modifying CTEs over ``unnest`` arrays, bound server-side), so a call costs one round trip
+  whatever the batch size; ``bulk_create`` prepared every field of every row in Python, which
+  cost more than the database itself, and five round trips dominated a single call.
+- ``attempt_create`` / ``attempt_answer``: the attempt row before the request, completed after it.
+- ``delivery_state_write``: a delivery's next state, with its lane's due time and its last
+  attempt's answer in the same statement (one round trip per Intercom call instead of three).
+
+The delivery statements only match rows by equality, so their SQL is compiled once per shape
+(table, columns written, columns matched) and cached; Django compiles a queryset on every run,
+which was a third of a worker's CPU. Values are adapted by each model field exactly as the ORM
+adapts them, and a column added to a model with a default keeps working.
+
+On PostgreSQL the statements run as prepared statements (``cursor``): the server parses and
+plans each shape once per connection. Django leaves preparing off because a pooler in
+transaction mode (PgBouncer before 1.21) does not keep prepared statements;
+``SWITCHBOARD_DATABASE_PREPARE=false`` turns it off here too. Elsewhere (SQLite, the embedded
+mode) the same functions run plain statements in a transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.db.backends.utils import CursorWrapper
+from django.db.models import Field, Model
+
+from streaming.models import Delivery, DeliveryAttempt, Event, Lane
+
+# --- the cursor ---------------------------------------------------------------------------
+
+
+def cursor() -> CursorWrapper:
+    """A cursor of the default database; on PostgreSQL it binds values server-side.
+
+    And, unless ``SWITCHBOARD_DATABASE_PREPARE`` is off or Django is logging queries, it
+    prepares each statement it runs. Wrapped like Django's own cursors (error translation,
+    execute wrappers, the query log), through Django's public wrapper methods.
+    """
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # Django turns preparing off for the connection; with a threshold no statement reaches,
+        # only what asks for it (``prepare=True``) is prepared.
+        raw.prepare_threshold = sys.maxsize
+    if connection.queries_logged:
+        # psycopg keeps no text of a prepared statement where Django's query log reads it: while
+        # queries are logged (DEBUG, a test's query capture) statements run unprepared.
+        return connection.make_debug_cursor(_server_binding_cursor(prepare=False)(raw))
+    return connection.make_cursor(_server_binding_cursor(prepare=True)(raw))
+
+
+@functools.cache
+def _server_binding_cursor(*, prepare: bool) -> type:
+    # Imported here: an embedded (SQLite) setup never loads psycopg.
+    import psycopg
+
+    class ServerBindingCursor(psycopg.Cursor):
+        """psycopg's own cursor (it binds server-side; Django's binds client-side), preparing
+        each statement unless told otherwise."""
+
+        def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+            options.setdefault("prepare", prepare and settings.SWITCHBOARD_DATABASE_PREPARE)
+            return super().execute(query, params, **options)
+
+    return ServerBindingCursor
+
+
+# --- compiled statements ------------------------------------------------------------------
+
+
+def _field(model: type[Model], name: str) -> Field:
+    return model._meta.pk if name == "pk" else model._meta.get_field(name)
+
+
+@functools.cache
+def insert_fields(model: type[Model]) -> tuple[Field, ...]:
+    """The columns an INSERT into ``model`` writes: every concrete one but the primary key."""
+    return tuple(f for f in model._meta.concrete_fields if not f.primary_key)
+
+
+@functools.cache
+def _update_sql(model: type[Model], columns: tuple[str, ...], matched: tuple[str, ...]) -> str:
+    quote = connections["default"].ops.quote_name
+    assignments = ", ".join(f"{quote(_field(model, n).column)} = %s" for n in columns)
+    conditions = " AND ".join(f"{quote(_field(model, n).column)} = %s" for n in matched)
+    return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {conditions}"
+
+
+@functools.cache
+def _insert_sql(model: type[Model], returning: bool) -> str:
+    quote = connections["default"].ops.quote_name
+    fields = insert_fields(model)
+    columns = ", ".join(quote(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})"
+    return f"{sql} RETURNING {quote(model._meta.pk.column)}" if returning else sql
+
+
+@dataclass(frozen=True)
+class RowsUpdate:
+    """An UPDATE still to run: the rows of ``model`` whose fields equal ``where`` get ``values``.
+
+    What ``model.objects.filter(**where).update(**values)`` does, for plain values.
+    """
+
+    model: type[Model]
+    where: dict[str, Any]
+    values: dict[str, Any]
+
+    def as_sql(self) -> tuple[str, list[Any]]:
+        connection = connections["default"]
+        sql = _update_sql(self.model, tuple(self.values), tuple(self.where))
+        params = [
+            _field(self.model, name).get_db_prep_save(value, connection)
+            for name, value in self.values.items()
+        ]
+        params += [
+            _field(self.model, name).get_db_prep_value(value, connection)
+            for name, value in self.where.items()
+        ]
+        return sql, params
+
+    def run(self) -> int:
+        sql, params = self.as_sql()
+        with cursor() as rows:
+            rows.execute(sql, params)
+            return rows.rowcount
+
+
+def rows_update_together(main: RowsUpdate, *others: RowsUpdate) -> int:
+    """Run UPDATEs as one statement, hence one round trip; returns the rows ``main`` changed.
+
+    On PostgreSQL the others ride along as data-modifying CTEs, which run exactly once whether
+    or not the main statement reads them, all in the statement's one transaction. Elsewhere
+    (SQLite, the embedded mode) they run one after the other in a transaction.
+    """
+    connection = connections["default"]
+    if not others:
+        return main.run()
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            for other in others:
+                other.run()
+            return main.run()
+    parts, params = [], []
+    for index, other in enumerate(others):
+        statement, values = other.as_sql()
+        parts.append(f"also_{index} AS ({statement})")
+        params.extend(values)
+    statement, values = main.as_sql()
+    params.extend(values)
+    with cursor() as rows:
+        rows.execute(f"WITH {', '.join(parts)} {statement}", params)
+        return rows.rowcount
+
+
+def row_insert(model: type[Model], **values: Any) -> int:
+    """Insert one row (fields not given take their defaults) and return its primary key.
+
+    What ``model.objects.create(**values).pk`` does, without building a model instance or
+    compiling the INSERT, and without the save signals.
+    """
+    connection = connections["default"]
+    fields = insert_fields(model)
+    unknown = values.keys() - {field.attname for field in fields}
+    if unknown:
+        raise TypeError(f"{model.__name__} has no field {', '.join(sorted(unknown))}")
+    params = []
+    for field in fields:
+        value = values[field.attname] if field.attname in values else field.get_default()
+        params.append(field.get_db_prep_save(value, connection))
+    returning = connection.features.can_return_columns_from_insert
+    with cursor() as rows:
+        rows.execute(_insert_sql(model, returning), params)
+        return rows.fetchone()[0] if returning else rows.lastrowid
+
+
+# --- attempts and delivery states ---------------------------------------------------------
+
+_UNCHANGED = object()
+
+
+def attempt_create(
+    *,
+    delivery_id: int,
+    event_id: int,
+    user_key: str,
+    method: str,
+    url: str,
+    request_body: Any,
+    started_at: datetime,
+) -> int:
+    """The attempt row, written before the request leaves; returns its id."""
+    return row_insert(
+        DeliveryAttempt,
+        delivery_id=delivery_id,
+        event_id=event_id,
+        user_key=user_key,
+        method=method,
+        url=url,
+        request_body=request_body,
+        started_at=started_at,
+    )
+
+
+def attempt_answer(attempt_id: int, **answer: Any) -> RowsUpdate:
+    """The completion of an attempt with Intercom's answer, to run now (``.run()``) or with the
+    delivery's next state (``delivery_state_write``)."""
+    return RowsUpdate(DeliveryAttempt, {"pk": attempt_id}, answer)
+
+
+def delivery_state_write(
+    *,
+    delivery_id: int,
+    values: Mapping[str, Any],
+    lane_id: int | None = None,
+    lane_due: datetime | None | object = _UNCHANGED,
+    answer: RowsUpdate | None = None,
+) -> bool:
+    """Move a PENDING delivery to ``values``; False when it was no longer pending.
+
+    In the same statement: its lane's next due time (``lane_due``, when given) and the answer
+    to its last attempt (``answer``), which run whether or not the delivery was still pending.
+    """
+    others = []
+    if lane_due is not _UNCHANGED:
+        others.append(RowsUpdate(Lane, {"pk": lane_id}, {"next_attempt_at": lane_due}))
+    if answer is not None:
+        others.append(answer)
+    moved = rows_update_together(
+        RowsUpdate(Delivery, {"pk": delivery_id, "status": Delivery.Status.PENDING}, dict(values)),
+        *others,
+    )
+    return bool(moved)
+
+
+# --- ingest -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What ``calls_store`` wrote: {messageId: event id} of the new events, and the lanes due."""
+
+    event_ids: dict[str, int]
+    lane_ids: list[int]
+
+
+def calls_store(
+    *,
+    events: Sequence[Mapping[str, Any]],
+    routes: Sequence[tuple[str, int, str]],
+    received_at: datetime,
+    now: datetime,
+) -> Stored:
+    """Insert ``events`` (rows of Event columns), skipping messageIds the source already sent,
+    and for each new event its ``routes`` (messageId, sync id, lane user key): the lanes of
+    (sync, user), idle ones due ``now``, and one pending Delivery each, in call order.
+
+    PostgreSQL: one statement (see the module doc). Elsewhere three, in a transaction.
+    """
+    connection = transaction.get_connection()
+    adapt = connection.ops.adapt_datetimefield_value
+    payload_field = Event._meta.get_field("payload")
+    rows = [
+        {
+            **event,
+            "payload": payload_field.get_db_prep_save(event["payload"], connection),
+            "timestamp": adapt(event["timestamp"]),
+            "received_at": adapt(received_at),
+        }
+        for event in events
+    ]
+    if connection.vendor == "postgresql":
+        return _calls_store_one_statement(rows, routes, adapt(received_at), adapt(now))
+    return _calls_store_atomic(rows, routes, adapt(received_at), adapt(now))
+
+
+def _quote(name: str) -> str:
+    return transaction.get_connection().ops.quote_name(name)
+
+
+def _events_conflict() -> str:
+    # A messageId the source already sent is acknowledged and skipped.
+    return f"ON CONFLICT ({_quote('source_id')}, {_quote('message_id')}) DO NOTHING"
+
+
+def _lane_conflict() -> str:
+    # An idle lane (next_attempt_at NULL) becomes due now; a lane waiting for a retry keeps its
+    # backoff, which the ORM's update_conflicts cannot express (it would overwrite it).
+    due = _quote("next_attempt_at")
+    return (
+        f"ON CONFLICT ({_quote('sync_id')}, {_quote('user_key')}) DO UPDATE SET "
+        f"{due} = COALESCE({_quote(Lane._meta.db_table)}.{due}, EXCLUDED.{due})"
+    )
+
+
+def _defaults(model: type[Model], given: Iterable[str]) -> dict[str, Any]:
+    """The prepared default of every column of ``model`` not ``given``."""
+    connection = transaction.get_connection()
+    return {
+        f.attname: f.get_db_prep_save(f.get_default(), connection)
+        for f in insert_fields(model)
+        if f.attname not in given
+    }
+
+
+def _unnest_insert(model: type[Model], rows: list[dict[str, Any]], suffix: str) -> tuple[str, list]:
+    """PostgreSQL: ``INSERT .. SELECT * FROM unnest(arrays)`` of ``rows``, and its parameters.
+
+    One array per column, bound server-side in binary: the statement text is the same for any
+    batch size (so the server prepares it once per connection) and values are never quoted
+    into SQL; a VALUES list of thousands of placeholders was re-parsed on every call.
+    """
+    connection = transaction.get_connection()
+    fields = insert_fields(model)
+    defaults = _defaults(model, rows[0])
+    arrays = [
+        [row[f.attname] for row in rows]
+        if f.attname in rows[0]
+        else [defaults[f.attname]] * len(rows)
+        for f in fields
+    ]
+    casts = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
+    columns = ", ".join(_quote(f.column) for f in fields)
+    table = _quote(model._meta.db_table)
+    return f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({casts}) {suffix}", arrays
+
+
+def _select_list(
+    model: type[Model], given: Mapping[str, str], bound: Mapping[str, Any], params: list[Any]
+) -> tuple[str, str]:
+    """(columns, expressions) of an ``INSERT .. SELECT`` into ``model``: the ``given`` SQL
+    expressions, the ``bound`` values as parameters (appended to ``params``), and every other
+    column its field default."""
+    connection = transaction.get_connection()
+    defaults = _defaults(model, [*given, *bound])
+    expressions = []
+    fields = insert_fields(model)
+    for f in fields:
+        if f.attname in given:
+            expressions.append(given[f.attname])
+            continue
+        params.append(bound[f.attname] if f.attname in bound else defaults[f.attname])
+        expressions.append(f"%b::{f.db_type(connection)}")
+    return ", ".join(_quote(f.column) for f in fields), ", ".join(expressions)
+
+
+def _calls_store_one_statement(
+    rows: list[dict[str, Any]], routes: Sequence[tuple[str, int, str]], received: Any, due: Any
+) -> Stored:
+    """Data-modifying CTEs: the events insert returns the new events, and only their routes
+    upsert lanes (in (sync, user) order, so that concurrent ingests lock shared lanes in the
+    same order) and insert deliveries (in call order). Outside a caller's transaction the
+    statement commits on its own, without BEGIN and COMMIT round trips."""
+    q = _quote
+    events_sql, params = _unnest_insert(
+        Event, rows, f"{_events_conflict()} RETURNING {q('id')}, {q('message_id')}"
+    )
+    sql = f"WITH new_events AS ({events_sql})"
+    if not routes:
+        sql += f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"
+    else:
+        params += [list(column) for column in zip(*routes, strict=True)]
+        sql += (
+            ", routed AS (SELECT r.position, r.sync_id, r.user_key, e.id AS event_id"
+            " FROM unnest(%b::text[], %b::bigint[], %b::text[]) WITH ORDINALITY"
+            " AS r(message_id, sync_id, user_key, position)"
+            f" JOIN new_events e ON e.{q('message_id')} = r.message_id)"
+        )
+        columns, values = _select_list(
+            Lane,
+            {"sync_id": "k.sync_id", "user_key": "k.user_key"},
+            {"next_attempt_at": due},
+            params,
+        )
+        sql += (
+            f", lanes AS (INSERT INTO {q(Lane._meta.db_table)} ({columns})"
+            f" SELECT {values} FROM (SELECT DISTINCT sync_id, user_key FROM routed) k"
+            f" ORDER BY k.sync_id, k.user_key {_lane_conflict()}"
+            f" RETURNING {q('id')}, {q('sync_id')}, {q('user_key')})"
+        )
+        columns, values = _select_list(
+            Delivery,
+            {
+                "event_id": "r.event_id",
+                "sync_id": "r.sync_id",
+                "lane_id": "l.id",
+                "user_key": "r.user_key",
+            },
+            {"created_at": received},
+            params,
+        )
+        sql += (
+            f", deliveries AS (INSERT INTO {q(Delivery._meta.db_table)} ({columns})"
+            f" SELECT {values} FROM routed r JOIN lanes l"
+            f" ON l.{q('sync_id')} = r.sync_id AND l.{q('user_key')} = r.user_key"
+            " ORDER BY r.position)"
+            f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"
+            f" UNION ALL SELECT NULL, NULL, {q('id')} FROM lanes"
+        )
+    with cursor() as statement:
+        statement.execute(sql, params)
+        result = statement.fetchall()
+    return Stored(
+        event_ids={message_id: pk for pk, message_id, _ in result if pk is not None},
+        lane_ids=[lane_id for pk, _, lane_id in result if pk is None],
+    )
+
+
+def _values_insert(
+    model: type[Model], rows: list[dict[str, Any]], suffix: str = ""
+) -> list[tuple[Any, ...]]:
+    """A multi-row ``INSERT .. VALUES`` (any database) of ``rows``, returning what ``suffix``
+    asks for."""
+    fields = insert_fields(model)
+    defaults = _defaults(model, rows[0])
+    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    params: list[Any] = []
+    for row in rows:
+        params += [row[f.attname] if f.attname in row else defaults[f.attname] for f in fields]
+    columns = ", ".join(_quote(f.column) for f in fields)
+    sql = (
+        f"INSERT INTO {_quote(model._meta.db_table)} ({columns}) VALUES "
+        + ", ".join([placeholders] * len(rows))
+        + (f" {suffix}" if suffix else "")
+    )
+    with transaction.get_connection().cursor() as statement:
+        statement.execute(sql, params)
+        return statement.fetchall() if "RETURNING" in suffix else []
+
+
+def _calls_store_atomic(
+    rows: list[dict[str, Any]], routes: Sequence[tuple[str, int, str]], received: Any, due: Any
+) -> Stored:
+    """Events, lanes and deliveries in three statements inside one transaction (SQLite >= 3.35
+    has ``ON CONFLICT .. RETURNING`` too: which calls are new is known without a race)."""
+    q = _quote
+    with transaction.atomic():
+        inserted = _values_insert(
+            Event, rows, f"{_events_conflict()} RETURNING {q('id')}, {q('message_id')}"
+        )
+        event_ids = {message_id: pk for pk, message_id in inserted}
+        new_routes = [route for route in routes if route[0] in event_ids]
+        if not new_routes:
+            return Stored(event_ids=event_ids, lane_ids=[])
+        # Sorted, so that concurrent ingests lock shared lanes in the same order.
+        keys = sorted({(sync_id, user_key) for _, sync_id, user_key in new_routes})
+        lanes = _values_insert(
+            Lane,
+            [{"sync_id": s, "user_key": u, "next_attempt_at": due} for s, u in keys],
+            f"{_lane_conflict()} RETURNING {q('id')}, {q('sync_id')}, {q('user_key')}",
+        )
+        lane_ids = {(sync_id, user_key): lane_id for lane_id, sync_id, user_key in lanes}
+        _values_insert(
+            Delivery,
+            [
+                {
+                    "event_id": event_ids[message_id],
+                    "sync_id": sync_id,
+                    "lane_id": lane_ids[(sync_id, user_key)],
+                    "user_key": user_key,
+                    "created_at": received,
+                }
+                for message_id, sync_id, user_key in new_routes
+            ],
+        )
+    return Stored(event_ids=event_ids, lane_ids=list(lane_ids.values()))
