@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from integrations.config_as_code import ConfigError, config_apply, config_export
 from integrations.models import Destination, EventFilter, PropertyMapping, Source, Sync, WriteKey
-from integrations.services import ConfigError, config_apply, config_export
 from tests.factories import DestinationFactory, SourceFactory, SyncFactory
 
 pytestmark = pytest.mark.django_db

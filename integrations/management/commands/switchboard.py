@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations import services
+from integrations import config_as_code, first_run, services
 
 ADMIN_USERNAME = "admin"
 ADMIN_URL = "http://127.0.0.1:8000/admin/"
@@ -48,7 +48,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "export":
-            self.stdout.write(services.config_export(), ending="")
+            self.stdout.write(config_as_code.config_export(), ending="")
         elif action == "apply":
             self._apply(options["file"], dry_run=options["dry_run"])
         elif action == "rotate-keys":
@@ -65,8 +65,8 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(f"{file}: {error.strerror}") from None
         try:
-            report = services.config_apply(text=text, dry_run=dry_run)
-        except services.ConfigError as error:
+            report = config_as_code.config_apply(text=text, dry_run=dry_run)
+        except config_as_code.ConfigError as error:
             raise CommandError(
                 f"{file} is invalid, nothing was changed:\n" + "\n".join(error.problems)
             ) from None
@@ -82,19 +82,19 @@ class Command(BaseCommand):
         else:
             password = secrets.token_urlsafe(12)
             _write_private(password_file, password)
-        created = services.superuser_ensure(username=ADMIN_USERNAME, password=password)
+        created = first_run.superuser_ensure(username=ADMIN_USERNAME, password=password)
         self.stdout.write(
             f"superuser {ADMIN_USERNAME!r} {'created' if created else 'already exists'}"
         )
         if sandbox_url:
             key_file = local / "demo-write-key"
             kept = key_file.read_text().strip() if key_file.exists() else None
-            issued = services.demo_ensure(sandbox_url=sandbox_url, write_key=kept)
+            issued = first_run.demo_ensure(sandbox_url=sandbox_url, write_key=kept)
             if issued:
                 _write_private(key_file, issued)
             self.stdout.write(
-                f"demo: source {services.DEMO_SOURCE!r} -> sync {services.DEMO_SYNC!r} -> "
-                f"destination {services.DEMO_DESTINATION!r} ({sandbox_url})"
+                f"demo: source {first_run.DEMO_SOURCE!r} -> sync {first_run.DEMO_SYNC!r} -> "
+                f"destination {first_run.DEMO_DESTINATION!r} ({sandbox_url})"
             )
             self.stdout.write(f"demo write key: {issued or kept}  (kept in {key_file})")
         self.stdout.write(f"admin: {admin_url}  login: {ADMIN_USERNAME} / {password}")
