@@ -2,12 +2,13 @@
 so never two at once), then print the summary and drill tables from their results.
 
     .venv/bin/python bench/run_all.py [--quick] [--only b1,b2,...] [--skip drills] [--profile]
-    .venv/bin/python bench/run_all.py --summary-only --readme   # rewrite README's tables only
+    .venv/bin/python bench/run_all.py --summary-only --readme   # rewrite the published tables only
 
-``--readme`` rewrites the marked regions of README.md (``<!-- bench:summary -->`` ...
-``<!-- /bench:summary -->`` and ``<!-- bench:drills -->`` ... ``<!-- /bench:drills -->``) from the
-result files in bench/results/, so the published figures are always the recorded ones: a
-benchmark without a result file reads "not measured yet", never a hand-written figure.
+``--readme`` rewrites the marked regions where the figures are published (``PUBLISHED``: the
+summary, ``<!-- bench:summary -->`` ... ``<!-- /bench:summary -->``, in README.md; the drills,
+``<!-- bench:drills -->`` ... ``<!-- /bench:drills -->``, in docs/benchmarks.md) from the result
+files in bench/results/, so the published figures are always the recorded ones: a benchmark
+without a result file reads "not measured yet", never a hand-written figure.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ SCRIPTS = [
     ("drills", "drills"),
 ]
 PROFILED = {"b2", "b3"}
-README = ROOT / "README.md"
+# Where ``--readme`` writes each table: the summary leads the README, the drills sit beside their
+# definitions in docs/benchmarks.md.
+PUBLISHED = {"summary": ROOT / "README.md", "drills": ROOT / "docs" / "benchmarks.md"}
 NOT_MEASURED = "not measured yet"
 
 # figure, target and anchor of each benchmark (../shared/DESIGN.md, "Targets"), in table order.
@@ -178,21 +181,25 @@ def markdown(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def readme_region_replace(text: str, region: str, content: str) -> str:
-    """``text`` with what lies between ``<!-- bench:<region> -->`` and its closing marker
-    replaced by ``content``."""
+def region_write(region: str, content: str) -> None:
+    """Replace what lies between ``<!-- bench:<region> -->`` and its closing marker, in the file
+    ``PUBLISHED`` names for that region, by ``content``."""
+    path = PUBLISHED[region]
     pattern = re.compile(
         rf"(<!-- bench:{region} -->\n).*?(<!-- /bench:{region} -->)", flags=re.DOTALL
     )
+    text = path.read_text()
     if not pattern.search(text):
         raise SystemExit(
-            f"README.md has no <!-- bench:{region} --> ... <!-- /bench:{region} --> region"
+            f"{path.relative_to(ROOT)} has no <!-- bench:{region} --> ... "
+            f"<!-- /bench:{region} --> region"
         )
-    return pattern.sub(lambda match: match[1] + content + "\n" + match[2], text, count=1)
+    path.write_text(pattern.sub(lambda match: match[1] + content + "\n" + match[2], text, count=1))
+    print(f"-> {path.relative_to(ROOT)} (bench:{region})")
 
 
 def readme_write(summary: list[list[str]], drills: list[list[str]]) -> None:
-    """Rewrite README's benchmark and drill tables from the recorded (not quick) results."""
+    """Rewrite the published benchmark and drill tables from the recorded (not quick) results."""
     summary_headers = ["figure", "measured", "target", "anchor", "met", "reproduce"]
     summary_text = (
         markdown(summary_headers, summary) + "\n\n" + provenance(list(FIGURES), quick=False)
@@ -204,11 +211,8 @@ def readme_write(summary: list[list[str]], drills: list[list[str]]) -> None:
         + provenance(["drills"], quick=False)
         + " Reproduce: `bench/drills.py`."
     )
-    text = README.read_text()
-    text = readme_region_replace(text, "summary", summary_text)
-    text = readme_region_replace(text, "drills", drill_text)
-    README.write_text(text)
-    print(f"-> {README.relative_to(ROOT)} (bench:summary, bench:drills)")
+    region_write("summary", summary_text)
+    region_write("drills", drill_text)
 
 
 def main() -> None:
@@ -223,7 +227,7 @@ def main() -> None:
     parser.add_argument(
         "--readme",
         action="store_true",
-        help="also rewrite README.md's bench:summary and bench:drills regions",
+        help="also rewrite the published tables (README.md's summary, docs/benchmarks.md's drills)",
     )
     args = parser.parse_args()
     if args.readme and args.quick:

@@ -3,7 +3,7 @@
 With no environment at all Switchboard runs embedded: a SQLite file, a Celery broker on the
 filesystem and a local-memory cache, so one command starts everything on a fresh machine.
 ``DATABASE_URL``, ``CELERY_BROKER_URL`` and ``REDIS_URL`` switch to PostgreSQL, Redis or RabbitMQ.
-Every setting is listed in the README's settings table.
+Every setting is listed in the settings table of docs/production.md.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env.str("SWITCHBOARD_QUEUE", default="switchboard")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
-# Switchboard's own settings (README, "Settings").
+# Switchboard's own settings (docs/production.md, "Settings").
 SWITCHBOARD_SWEEP_SECONDS = env.float("SWITCHBOARD_SWEEP_SECONDS", default=5.0)
 SWITCHBOARD_RETENTION = timedelta(days=env.int("SWITCHBOARD_RETENTION_DAYS", default=30))
 # Delivery: a worker's claim on a lane lapses this long after its last renewal (a killed worker's

@@ -21,6 +21,9 @@ plans each shape once per connection. Django leaves preparing off because a pool
 transaction mode (PgBouncer before 1.21) does not keep prepared statements;
 ``SWITCHBOARD_DATABASE_PREPARE=false`` turns it off here too. Elsewhere (SQLite, the embedded
 mode) the same functions run plain statements in a transaction.
+
+Over our usual ~400 lines on purpose: it is the one place where SQL is written by hand, so a
+reviewer of a statement finds its siblings, its cursor and its reasons together.
 """
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ class IntercomClient:
         self._session.mount("https://", adapter)
         self._session.auth = _BearerAuth(token)
         # The environment's proxy and CA bundle settings, read once: left to requests, every
-        # call scans the whole environment for them (8 % of a worker's CPU in B3's profile).
+        # call scans the whole environment for them (a measurable share of a worker's CPU: docs/benchmarks.md).
         # The token being an explicit ``auth``, no ~/.netrc lookup is lost with trust_env.
         self._session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
         self._session.verify = (

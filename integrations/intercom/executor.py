@@ -18,6 +18,9 @@ Intercom quirks handled here, with where they come from:
   or dropped and reported, per the sync; a 400 about an attribute refreshes the names once.
 - Leads cannot be found by external id (find_by_external_id is for users) and events for leads
   need Intercom's ``id``.
+
+Over our usual ~400 lines: one class, one method per Intercom operation, each with the quirk
+it handles (listed above); they share the resolved contact, so they stay together.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ Changelists stay fast on tables of millions of rows: related rows are joined
 ``icontains``, the unfiltered count is PostgreSQL's estimate, and there is no ``date_hierarchy``
 (its drill-down runs ``SELECT DISTINCT date_trunc(...)`` over the whole table on every page
 view); the date filters below cost nothing.
+
+Over our usual ~400 lines: one ModelAdmin per model of the trail (events, deliveries,
+attempts, contact links, event names) and the list filters they share; each is short, and
+splitting them would only send a reader between files to see one changelist.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 A message is only a wake-up: the database is the queue of record, so a lost message delays its
 lanes until the sweeper's next pass and loses nothing. Ingest announces new work with the
 ``lanes_queued`` signal; ``wakeup_publisher`` takes it from there on a thread of its own, so
-an ingest answer never waits for the broker (publishing was 29 % of a web worker's CPU in B1's
-profile, and a slow broker would have slowed every answer).
+an ingest answer never waits for the broker (publishing was a large share of a web worker's CPU,
+docs/benchmarks.md, and a slow broker would have slowed every answer).
 
 Messages name the task (``switchboard.lanes_drain``) rather than import it: the tasks call the
 sweeper, which wakes lanes, so an import would close a loop.
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 LANES_DRAIN_TASK = "switchboard.lanes_drain"
 # Lanes named by one wake-up message. A message is drained by one worker thread, lane after lane,
-# so this trades web time (one publish per lane was 84 % of a 100-user batch's answer) against
+# so this trades web time (one publish per lane was most of a 100-user batch's answer) against
 # parallelism and latency: a batch of 100 users is 10 messages, so up to 10 threads start on it
 # at once, and a lane waits behind at most 9 others of its message. Later wake-ups and the
 # sweeper still reach a lane that waits longer, because no worker holds it yet.

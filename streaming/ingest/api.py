@@ -5,6 +5,9 @@ points at Switchboard: the write key is the HTTP Basic username (empty password)
 in the body, bodies may be gzip-compressed, and errors answer ``{"code", "message"}`` as the
 SDKs expect. Each view parses, authenticates, validates (``streaming.ingest.segment``) and calls one
 service (``streaming.ingest.events.events_ingest``); 200 means the events are committed.
+
+A little over our usual ~400 lines: most of it is the OpenAPI description of each view
+(drf-spectacular serializers and examples), which belongs beside the view it describes.
 """
 
 from __future__ import annotations

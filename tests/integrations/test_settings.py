@@ -112,15 +112,15 @@ def test_every_environment_variable_is_documented_for_operators():
             (ROOT / "config/settings.py").read_text(),
         )
     )
-    readme = (ROOT / "README.md").read_text()
-    # the rows of the README's settings table: "| `NAME` | default | meaning |"
+    readme = (ROOT / "docs/production.md").read_text()
+    # the rows of docs/production.md's settings table: "| `NAME` | default | meaning |"
     section = re.search(r"^## Settings$(.*?)^## ", readme, re.MULTILINE | re.DOTALL)
-    assert section, "README.md has no '## Settings' section"
+    assert section, "docs/production.md has no '## Settings' section"
     documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", section[1], re.MULTILINE))
 
     missing = sorted(read - documented)
 
-    assert read and not missing, f"add to the settings table of README.md: {missing}"
+    assert read and not missing, f"add to the settings table of docs/production.md: {missing}"
 
 
 def free_port() -> int:

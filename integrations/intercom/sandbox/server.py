@@ -9,6 +9,9 @@ Control endpoint (no token, no latency, no rate limit; see docs/intercom-http.md
 ``POST /_sandbox/config`` (JSON of ``SandboxConfig`` fields; answers the whole config),
 ``POST /_sandbox/reset`` (data, log and config back to the start), ``GET /_sandbox/requests``
 (``?since=<seq>``), ``GET /_sandbox/state``.
+
+Over our usual ~400 lines: the HTTP side of the sandbox (routing, auth, latency, rate limit,
+fault injection, the control endpoint), kept apart from the workspace's data.
 """
 
 from __future__ import annotations

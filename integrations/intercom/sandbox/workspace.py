@@ -5,6 +5,9 @@ shapes and error envelopes the OpenAPI description documents, plus the quirks it
 (SOURCE.md): 409 ``conflict`` naming the existing contact, a search index that lags, 410
 ``contact_merged`` with a ``Link`` header, the 120 event names, unknown custom attributes -> 400.
 The HTTP server holds one lock around every call, so nothing here is thread-aware.
+
+Over our usual ~400 lines: it is a fake Intercom workspace, one method per endpoint the
+project calls, with Intercom's documented shapes and undocumented quirks in one place.
 """
 
 from __future__ import annotations

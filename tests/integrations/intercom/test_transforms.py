@@ -1,4 +1,4 @@
-"""The Segment -> Intercom mapping, one table row per row of README.md's mapping table (pure)."""
+"""The Segment -> Intercom mapping, one table row per row of docs/mapping.md's mapping table (pure)."""
 
 from __future__ import annotations
 
@@ -838,10 +838,10 @@ def test_the_event_name_is_kept_as_given() -> None:
 
 
 def test_every_row_of_the_mapping_table_has_a_test_row() -> None:
-    readme = (Path(__file__).parents[3] / "README.md").read_text()
-    # the README's mapping section: from its heading to the next section of the same level
+    readme = (Path(__file__).parents[3] / "docs/mapping.md").read_text()
+    # docs/mapping.md's mapping section: from its heading to the next section of the same level
     section = re.search(r"^## Segment → Intercom mapping$(.*?)^## ", readme, re.M | re.S)
-    assert section, "README.md has no '## Segment → Intercom mapping' section"
+    assert section, "docs/mapping.md has no '## Segment → Intercom mapping' section"
     table = section[1]
     last_cells = re.findall(r"\|([^|\n]*)\|[ \t]*$", table, re.MULTILINE)
     documented = {
@@ -856,5 +856,5 @@ def test_every_row_of_the_mapping_table_has_a_test_row() -> None:
         for case in cases
     }
 
-    assert documented, "the README's mapping table lists no test ids"
+    assert documented, "docs/mapping.md's mapping table lists no test ids"
     assert documented - tested == set()
