@@ -15,6 +15,9 @@ nothing moved for a while) and reports, from the sandbox's request log:
 - in flight: attempts a killed process left unfinished (duplicates must stay <= this);
 - order violations: a user's call reaching the sandbox before one ingested earlier.
 
+The calls, the verdict and the private redis-server come from faults.py, which the short drills
+of tests/streaming/test_drills.py share.
+
     .venv/bin/python bench/drills.py [--quick] [--only kill9_children,broker_restart,...]
 
 Worker settings for the drills (so that a drill takes minutes, not hours): sweep every 2 s,
@@ -48,20 +51,16 @@ from bench.harness import (  # noqa: E402
     RESULTS,
     HttpPool,
     Sandbox,
-    Sent,
     Stack,
     basic_auth,
-    call_identify,
-    call_track,
     free_port,
     result_write,
-    sandbox_verdict,
     spawn,
     stop,
     switchboard_setup,
     table_print,
-    wait_for,
 )
+from faults import PrivateRedis, Sent, call_identify, call_track, sandbox_verdict  # noqa: E402
 
 NAME = "drills"
 DRILL_SETTINGS = {
@@ -170,57 +169,6 @@ class PrivatePostgres:
     @property
     def url(self) -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/sb_bench_drills"
-
-
-class PrivateRedis:
-    """A throw-away redis-server (no persistence: a restart loses every queued message)."""
-
-    def __init__(self, logs: Path) -> None:
-        self.port = free_port()
-        self.logs = logs
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        self.process = spawn(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.logs),
-            ],
-            env=dict(os.environ),
-            log=self.logs / f"redis-{self.port}.log",
-        )
-
-        def up() -> bool:
-            try:
-                return bool(redis.Redis.from_url(self.url).ping())
-            except redis.ConnectionError:
-                return False
-
-        wait_for(up, timeout=10, what="redis-server")
-
-    def shutdown_nosave(self) -> None:
-        import redis
-
-        with contextlib.suppress(redis.ConnectionError):
-            redis.Redis.from_url(self.url).shutdown(nosave=True)
-        if self.process is not None:
-            self.process.wait(timeout=10)
-            stop(self.process)
 
 
 # --- one drill ------------------------------------------------------------------------------

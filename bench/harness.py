@@ -36,6 +36,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+# The calls that say which they are and the verdict on what reached the sandbox are shared with
+# the tests' drills; re-exported for the benchmarks, which judge a run the same way.
+from faults import Sent as Sent
+from faults import call_identify as call_identify
+from faults import call_track as call_track
+from faults import sandbox_verdict as sandbox_verdict
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
@@ -834,114 +841,6 @@ def timed() -> Iterator[Callable[[], float]]:
 
 
 # --- what reached the sandbox ---------------------------------------------------------------
-
-NAME_MARK = "bench-mid:"
-
-
-def call_identify(user: str, mid: str) -> dict[str, Any]:
-    """An identify whose messageId can be read back from what the sandbox received (the name)."""
-    return {
-        "type": "identify",
-        "userId": user,
-        "messageId": mid,
-        "traits": {"email": f"{user}@example.com", "name": f"{NAME_MARK}{mid}"},
-    }
-
-
-def call_track(user: str, mid: str, seq: int, *, created_at: int) -> dict[str, Any]:
-    """A track whose messageId travels as metadata (the sync sends all properties)."""
-    return {
-        "type": "track",
-        "userId": user,
-        "messageId": mid,
-        "event": "Bench Event",
-        "timestamp": datetime.fromtimestamp(created_at, UTC).isoformat(),
-        "created_at": created_at,
-        "properties": {"mid": mid, "seq": seq},
-    }
-
-
-def request_mid(entry: dict[str, Any]) -> str | None:
-    """The messageId a sandbox request carries, if it is one of ours."""
-    body = entry.get("body")
-    if not isinstance(body, dict):
-        return None
-    if entry["path"] == "/events":
-        metadata = body.get("metadata") or {}
-        mid = metadata.get("mid")
-        return str(mid) if mid is not None else None
-    if entry["path"].startswith("/contacts") and entry["method"] in ("POST", "PUT"):
-        name = body.get("name")
-        if isinstance(name, str) and name.startswith(NAME_MARK):
-            return name[len(NAME_MARK) :]
-    return None
-
-
-@dataclass
-class Sent:
-    """One accepted call: whose, which kind, its place in the user's ingest order."""
-
-    user: str
-    kind: str
-    order: int
-
-
-def sandbox_verdict(accepted: dict[str, Sent], requests: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accepted vs what the sandbox answered 2xx: delivered, lost, duplicates, order violations.
-
-    duplicates: 2xx requests for the same call beyond the first. Order (``Sent.order`` is the
-    ingest order, e.g. the Event id): a user's call that first reached the sandbox before a call
-    ingested earlier for the same user, or a track whose earlier identify never arrived.
-    """
-    first_ok: dict[str, int] = {}
-    ok = Counter()
-    received = Counter()
-    answers: Counter[str] = Counter()
-    for entry in sorted(requests, key=lambda e: e["seq"]):
-        mid = request_mid(entry)
-        if mid is None or mid not in accepted:
-            continue
-        received[mid] += 1
-        answers[f"{entry['method']} {entry['path'].split('/')[1]} {entry.get('status')}"] += 1
-        if 200 <= int(entry.get("status") or 0) < 300:
-            ok[mid] += 1
-            first_ok.setdefault(mid, entry["seq"])
-    delivered = sum(1 for mid in accepted if ok[mid])
-    duplicates = sum(max(ok[mid] - 1, 0) for mid in accepted)
-    by_user: dict[str, list[tuple[int, str, str]]] = {}
-    for mid, sent in accepted.items():
-        by_user.setdefault(sent.user, []).append((sent.order, sent.kind, mid))
-    violations = 0
-    examples: list[list[tuple[str, str, int | None, int, int]]] = []
-    for calls in by_user.values():
-        calls.sort()
-        # Every call must reach Intercom after all calls ingested before it for the same user;
-        # a track whose earlier identify never arrived is out of order too.
-        latest = -1
-        identify_missing = False
-        for _, kind, mid in calls:
-            at = first_ok.get(mid)
-            if at is None:
-                identify_missing = identify_missing or kind == "identify"
-                continue
-            if at < latest or (kind == "track" and identify_missing):
-                violations += 1
-                if len(examples) < 5:
-                    examples.append(
-                        [(k, m, first_ok.get(m), ok[m], received[m]) for _, k, m in calls]
-                    )
-            latest = max(latest, at)
-    return {
-        "accepted": len(accepted),
-        "delivered": delivered,
-        "not_delivered": len(accepted) - delivered,
-        "duplicates": duplicates,
-        "order_violations": violations,
-        "requests_for_accepted": sum(received.values()),
-        "answers": dict(answers),
-        # (kind, messageId, sandbox seq of its first 2xx, 2xx count, requests) of a user's calls
-        "order_violation_examples": examples,
-    }
 
 
 def window_counts(requests: list[dict[str, Any]], *, window: float = 10.0) -> dict[int, Counter]:

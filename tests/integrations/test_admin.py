@@ -13,7 +13,12 @@ from django.urls import reverse
 from integrations.intercom.sandbox import Sandbox
 from integrations.models import Destination, PropertyMapping, Source, Sync, WriteKey
 from integrations.services import write_key_authenticate
-from tests.factories import DestinationFactory, SourceFactory, SyncFactory
+from tests.factories import (
+    DestinationFactory,
+    PropertyMappingFactory,
+    SourceFactory,
+    SyncFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -293,7 +298,7 @@ def test_a_sync_cannot_map_more_than_ten_properties_to_event_metadata(operator: 
 def test_with_ten_mappings_one_can_be_swapped_for_another_in_one_save(operator: Client):
     sync = SyncFactory()
     for i in range(10):
-        PropertyMapping.objects.create(
+        PropertyMappingFactory(
             sync=sync,
             target="event_metadata",
             source_path=f"properties.p{i}",

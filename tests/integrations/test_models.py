@@ -16,7 +16,12 @@ from integrations.models import (
     Sync,
     WriteKey,
 )
-from tests.factories import DestinationFactory, SourceFactory, SyncFactory
+from tests.factories import (
+    DestinationFactory,
+    PropertyMappingFactory,
+    SourceFactory,
+    SyncFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -168,7 +173,7 @@ def test_a_bad_property_mapping_is_refused(values: dict[str, Any], field: str, m
 def test_an_eleventh_event_metadata_mapping_is_refused():
     sync = SyncFactory()
     for i in range(10):
-        PropertyMapping.objects.create(
+        PropertyMappingFactory(
             sync=sync,
             target="event_metadata",
             source_path=f"properties.p{i}",
@@ -187,7 +192,7 @@ def test_an_eleventh_event_metadata_mapping_is_refused():
 
 def test_two_mappings_cannot_write_the_same_intercom_name():
     sync = SyncFactory()
-    PropertyMapping.objects.create(
+    PropertyMappingFactory(
         sync=sync, target="contact_attribute", source_path="traits.plan", intercom_name="plan"
     )
     duplicate = PropertyMapping(

@@ -9,7 +9,7 @@ from django.core.cache import cache
 
 from integrations.filtering import FilterRule
 from integrations.intercom.operations import SyncConfig
-from integrations.models import INTERCOM_EVENTS, EventFilter, PropertyMapping, Source, Sync
+from integrations.models import INTERCOM_EVENTS, PropertyMapping, Source, Sync
 from integrations.selectors import (
     ROUTES_VERSION_KEY,
     SyncRoute,
@@ -17,7 +17,12 @@ from integrations.selectors import (
     routes_for_source,
     sync_config_build,
 )
-from tests.factories import SourceFactory, SyncFactory
+from tests.factories import (
+    EventFilterFactory,
+    PropertyMappingFactory,
+    SourceFactory,
+    SyncFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +38,7 @@ def fresh_routes_cache() -> Iterator[None]:
 
 
 def mapping(sync: Sync, target: str, source_path: str, intercom_name: str) -> PropertyMapping:
-    return PropertyMapping.objects.create(
+    return PropertyMappingFactory(
         sync=sync, target=target, source_path=source_path, intercom_name=intercom_name
     )
 
@@ -116,7 +121,7 @@ def test_routes_are_read_once_then_served_from_memory(django_assert_num_queries)
 
 
 def _add_filter(sync: Sync, source: Source) -> None:
-    EventFilter.objects.create(sync=sync, action="include", event_name="Order *")
+    EventFilterFactory(sync=sync, action="include", event_name="Order *")
 
 
 def _remove_filters(sync: Sync, source: Source) -> None:

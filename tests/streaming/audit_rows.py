@@ -1,12 +1,12 @@
 """Crafted rows for the admin, timeline, health and audit API tests (events, deliveries,
-attempts created directly, as a worker would leave them), and a reader of lane wake-ups."""
+attempts as a worker would leave them, made by the factories with the values these tests read),
+and a reader of lane wake-ups."""
 
 from __future__ import annotations
 
 import base64
 import json
 from datetime import datetime
-from itertools import count
 from typing import Any
 
 import redis
@@ -15,9 +15,9 @@ from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
 from integrations.models import Source, Sync
-from streaming.models import Delivery, DeliveryAttempt, Event, Lane
+from streaming.models import Delivery, DeliveryAttempt, Event
+from tests.factories import DeliveryAttemptFactory, DeliveryFactory, EventFactory
 
-_ids = count(1)
 SECRET_TOKEN = "tok_SECRET_do_not_show_6b2f9e"
 
 
@@ -25,6 +25,7 @@ def event_make(
     *,
     source: Source,
     user_id: str = "user-1",
+    anonymous_id: str = "",
     type: str = "track",
     event_name: str = "Order Completed",
     received_at: datetime | None = None,
@@ -32,25 +33,19 @@ def event_make(
     context: dict[str, Any] | None = None,
     message_id: str | None = None,
 ) -> Event:
-    received_at = received_at or timezone.now()
-    message_id = message_id or f"msg-{next(_ids)}"
-    payload: dict[str, Any] = {"type": type, "userId": user_id, "messageId": message_id}
-    if type == "track":
-        payload["event"] = event_name
-        payload["properties"] = {"total": 42}
-    if traits is not None:
-        payload["traits"] = traits
-    if context is not None:
-        payload["context"] = context
-    return Event.objects.create(
+    """A call received at ``received_at`` (now); a track carries ``{"total": 42}``."""
+    fields: dict[str, Any] = {"message_id": message_id} if message_id else {}
+    return EventFactory(
         source=source,
-        message_id=message_id,
-        type=type,
         user_id=user_id,
+        anonymous_id=anonymous_id,
+        type=type,
         event_name=event_name if type == "track" else "",
-        payload=payload,
-        timestamp=received_at,
-        received_at=received_at,
+        received_at=received_at or timezone.now(),
+        properties={"total": 42} if type == "track" else None,
+        traits=traits,
+        context=context,
+        **fields,
     )
 
 
@@ -66,13 +61,11 @@ def delivery_make(
     reason: str = "",
     user_key: str | None = None,
 ) -> Delivery:
-    user_key = user_key or event.user_id
-    lane, _ = Lane.objects.get_or_create(sync=sync, user_key=user_key)
-    return Delivery.objects.create(
+    """The event's delivery to ``sync``, in the lane of ``user_key`` (the event's userId)."""
+    return DeliveryFactory(
         event=event,
         sync=sync,
-        lane=lane,
-        user_key=user_key,
+        user_key=user_key or event.user_id,
         status=status,
         attempts=attempts,
         created_at=created_at or event.received_at,
@@ -94,12 +87,11 @@ def attempt_make(
     request_body: Any = None,
     error_code: str = "",
 ) -> DeliveryAttempt:
-    return DeliveryAttempt.objects.create(
+    """One exchange of ``delivery`` with its workspace, which took 87 ms."""
+    return DeliveryAttemptFactory(
         delivery=delivery,
-        event=delivery.event,
-        user_key=delivery.user_key,
         method=method,
-        url=delivery.sync.destination.api_base_url + path,
+        path=path,
         request_body=request_body if request_body is not None else {"event_name": "x"},
         status_code=status_code,
         response_excerpt=response_excerpt,

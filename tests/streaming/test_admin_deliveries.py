@@ -9,8 +9,13 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from streaming.models import ContactLink, Delivery, DeliveryAttempt, Event
-from tests.factories import DestinationFactory, SourceFactory, SyncFactory
+from streaming.models import Delivery, DeliveryAttempt, Event
+from tests.factories import (
+    ContactLinkFactory,
+    DestinationFactory,
+    SourceFactory,
+    SyncFactory,
+)
 from tests.streaming.audit_rows import (
     SECRET_TOKEN,
     attempt_make,
@@ -97,7 +102,7 @@ def world():
         error_code="parameter_invalid",
         response_excerpt='{"type":"error.list","errors":[{"code":"parameter_invalid","message":"bad metadata"}]}',
     )
-    ContactLink.objects.create(destination=sync_a.destination, user_key="ada", contact_id="c-123")
+    ContactLinkFactory(destination=sync_a.destination, user_key="ada", contact_id="c-123")
     return {"source": source, "sync_a": sync_a, "sync_b": sync_b, **rows}
 
 

@@ -6,35 +6,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.test import override_settings
 
-from integrations.selectors import routes_cache_clear
 from streaming.ingest import analytics
 from streaming.models import Delivery, Event
 from streaming.signals import event_ingested
-from tests.factories import SourceFactory, SyncFactory
+from tests.factories import SourceFactory
 
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    cache.clear()
-    routes_cache_clear()
-    yield
-    cache.clear()
-    routes_cache_clear()
-
-
-@pytest.fixture
-def source(db):
-    return SourceFactory(name="backend")
-
-
-@pytest.fixture
-def sync(source):
-    return SyncFactory(sources=[source])
+pytestmark = [
+    pytest.mark.usefixtures("fresh_cache"),
+    # the default source of the Python API below (SWITCHBOARD_PYTHON_SOURCE)
+    pytest.mark.source_fields(name="backend"),
+]
 
 
 @override_settings(SWITCHBOARD_PYTHON_SOURCE="backend")

@@ -9,7 +9,6 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from streaming.models import DeliveryAttempt
-from tests.factories import DestinationFactory, SourceFactory, SyncFactory
 from tests.streaming.audit_rows import (
     SECRET_TOKEN,
     attempt_make,
@@ -18,20 +17,16 @@ from tests.streaming.audit_rows import (
     staff_make,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    # the names the answer shows, and a token it must not
+    pytest.mark.sync_fields(name="app-to-intercom"),
+    pytest.mark.destination_fields(name="Main workspace", access_token=SECRET_TOKEN),
+]
 
 
 def url(user_id: str) -> str:
     return f"/api/v1/users/{user_id}/deliveries"
-
-
-@pytest.fixture
-def sync():
-    return SyncFactory(
-        name="app-to-intercom",
-        sources=[SourceFactory()],
-        destination=DestinationFactory(name="Main workspace", access_token=SECRET_TOKEN),
-    )
 
 
 @pytest.fixture

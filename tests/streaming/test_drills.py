@@ -1,4 +1,5 @@
-"""The short fault drills as CI tests (bench/drills.py runs the long versions over HTTP).
+"""The short fault drills as CI tests (bench/drills.py runs the long versions over HTTP; both
+judge with faults.py).
 
 Real Celery workers drain into the sandbox while something breaks: a worker is killed -9, the
 broker is shut down without saving, Intercom answers 503 for a while, a sync's retry window runs
@@ -19,8 +20,7 @@ from typing import Any
 import pytest
 import redis
 
-from bench.drills import PrivateRedis
-from bench.harness import Sent, call_identify, call_track, sandbox_verdict
+from faults import PrivateRedis, Sent, call_identify, call_track, sandbox_verdict
 from streaming.models import Delivery, DeliveryAttempt, Event
 from tests.streaming.delivery_setup import ingest, sync_into
 

@@ -7,15 +7,13 @@ It keeps nothing on disk: its restart loses every queued wake-up, which the swee
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis
 
+from faults import PrivateRedis
 from streaming.models import Delivery, Event
 from tests.streaming.delivery_setup import identify, ingest, sync_into, track
 
@@ -29,52 +27,13 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class SpareRedis:
-    """A throw-away redis-server: started, stopped (losing its data) and started again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def spare_redis(tmp_path: Path):
-    server = SpareRedis(tmp_path)
+    """A redis-server of our own, to stop (kill -9) and start again on the same port."""
+    server = PrivateRedis(tmp_path)
     server.start()
     yield server
-    server.stop()
+    server.kill()
 
 
 def counts(sync) -> Counter[str]:
@@ -106,7 +65,7 @@ def test_nothing_accepted_is_lost_to_a_killed_worker_or_a_broker_outage(
     assert counts(sync)["pending"] > 0  # mid-stream
     workers.kill(1)
     # and the broker goes away for 30 s (losing every queued wake-up) while ingest goes on
-    spare_redis.stop()
+    spare_redis.kill()
     started = time.monotonic()
     second: list = []
     rounds = 0

@@ -13,8 +13,12 @@ from django.utils import timezone
 from integrations.models import Destination
 from streaming.audit.selectors import percentile_cont, syncs_health
 from streaming.ingest.filtered import filtered_count
-from streaming.models import KnownEventName
-from tests.factories import DestinationFactory, SourceFactory, SyncFactory
+from tests.factories import (
+    DestinationFactory,
+    KnownEventNameFactory,
+    SourceFactory,
+    SyncFactory,
+)
 from tests.streaming.audit_rows import SECRET_TOKEN, delivery_make, event_make
 
 pytestmark = pytest.mark.django_db
@@ -101,7 +105,7 @@ def test_the_figures_of_the_last_24_hours(day):
 def test_the_event_names_used_in_each_workspace_are_counted(admin_client, day):
     destination = day["busy"].destination
     for name in ("Signed Up", "Order Completed", "Plan Changed"):
-        KnownEventName.objects.create(destination=destination, name=name)
+        KnownEventNameFactory(destination=destination, name=name)
     by_name = {row.sync.name: row for row in syncs_health()}
     assert by_name["busy"].event_names == 3
     html = admin_client.get(reverse(HEALTH)).content.decode()

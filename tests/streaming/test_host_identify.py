@@ -12,9 +12,12 @@ from django.test import override_settings
 from integrations.selectors import routes_cache_clear
 from streaming.ingest.host_identify import host_identify_connect, host_identify_disconnect
 from streaming.models import Delivery, Event
-from tests.factories import SourceFactory, SyncFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    # the source SWITCHBOARD_PYTHON_SOURCE names below
+    pytest.mark.source_fields(name="app"),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -30,11 +33,6 @@ def identify_users():
         yield
         host_identify_disconnect()
     routes_cache_clear()
-
-
-@pytest.fixture
-def sync():
-    return SyncFactory(sources=[SourceFactory(name="app")])
 
 
 def test_saving_a_user_identifies_it_after_commit(sync):

@@ -10,47 +10,29 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 
 from integrations.models import EventFilter, Sync, WriteKey
-from integrations.selectors import routes_cache_clear
 from streaming.delivery import receivers
 from streaming.ingest.filtered import filtered_counts
 from streaming.ingest.segment import MAX_BATCH_BYTES, MAX_CALL_BYTES
 from streaming.models import Delivery, Event, Lane
 from streaming.signals import event_ingested
-from tests.factories import SourceFactory, SyncFactory
+from tests.factories import (
+    EventFilterFactory,
+    LaneFactory,
+    SourceFactory,
+    SyncFactory,
+    WriteKeyFactory,
+)
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    # Rate-limit windows, filtered counts and the routes live in the cache; the database rolls
-    # back after each test, so they must too.
-    cache.clear()
-    routes_cache_clear()
-    yield
-    cache.clear()
-    routes_cache_clear()
-
-
-@pytest.fixture
-def source():
-    return SourceFactory(name="web")
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
 
 
 @pytest.fixture
 def write_key(source) -> str:
-    _, plaintext = WriteKey.objects.issue(source=source, label="test")
-    return plaintext
-
-
-@pytest.fixture
-def sync(source):
-    return SyncFactory(sources=[source])
+    return WriteKeyFactory(source=source, label="test").plaintext
 
 
 def basic(key: str) -> dict[str, str]:
@@ -175,8 +157,8 @@ def test_a_users_calls_share_one_lane_in_ingest_order(client, write_key, sync):
 
 def test_an_idle_lane_is_marked_due_and_a_retrying_lane_keeps_its_backoff(client, write_key, sync):
     later = timezone.now() + timedelta(minutes=5)
-    Lane.objects.create(sync=sync, user_key="idle", next_attempt_at=None)
-    Lane.objects.create(sync=sync, user_key="retrying", next_attempt_at=later)
+    LaneFactory(sync=sync, user_key="idle", next_attempt_at=None)
+    LaneFactory(sync=sync, user_key="retrying", next_attempt_at=later)
 
     post(
         client,
@@ -213,7 +195,7 @@ def test_a_sync_that_filters_a_call_out_gets_no_delivery_and_counts_the_reason(
     client, write_key, source, sync, django_capture_on_commit_callbacks
 ):
     picky = SyncFactory(sources=[source])
-    picky.filters.create(action=EventFilter.Action.EXCLUDE, event_name="Order *")
+    EventFilterFactory(sync=picky, action=EventFilter.Action.EXCLUDE, event_name="Order *")
 
     with django_capture_on_commit_callbacks(execute=True):
         post(client, "/v1/track", {"userId": "u1", "event": "Order Completed"}, write_key)
@@ -338,7 +320,7 @@ def test_a_repeated_message_id_is_acknowledged_but_stored_and_delivered_once(
 
 
 def test_the_same_message_id_from_another_source_is_a_different_event(client, write_key, sync):
-    _, other_key = WriteKey.objects.issue(source=SourceFactory())
+    other_key = WriteKeyFactory().plaintext
     body = {"userId": "u1", "event": "A", "messageId": "m-1"}
 
     post(client, "/v1/track", body, write_key)
@@ -526,7 +508,7 @@ def test_over_the_write_key_rate_limit_is_429_with_retry_after(client, write_key
 
 
 def test_the_rate_limit_is_per_write_key(client, source, write_key, sync):
-    _, second_key = WriteKey.objects.issue(source=source)
+    second_key = WriteKeyFactory(source=source).plaintext
     with override_settings(SWITCHBOARD_WRITE_KEY_RATE_LIMIT=1):
         post(client, "/v1/identify", {"userId": "u1"}, write_key)
         other = post(client, "/v1/identify", {"userId": "u2"}, second_key)
@@ -615,7 +597,7 @@ def test_a_failing_signal_receiver_does_not_turn_an_accepted_call_into_an_error(
 
 
 def test_concurrent_copies_of_a_batch_are_stored_and_delivered_once(live_switchboard, sync):
-    _, key = WriteKey.objects.issue(source=sync.sources.get())
+    key = WriteKeyFactory(source=sync.sources.get()).plaintext
     batch = {
         "batch": [
             {"type": "track", "userId": f"u{i % 7}", "event": "A", "messageId": f"m-{i}"}

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from django.db import transaction
 from django.test import Client
 from django.urls import reverse
@@ -24,9 +23,16 @@ from streaming.signals import intercom_activity
 from tests.factories import SourceFactory, SyncFactory
 from tests.streaming.delivery_setup import drain_all, sync_into
 
-pytestmark = pytest.mark.django_db
-
 SECRET = "whs_PLAINTEXT_client_secret_1234"
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("fresh_cache"),
+    # the source is an Intercom webhook, verified with the app's client secret
+    pytest.mark.source_fields(
+        name="intercom", kind=Source.Kind.INTERCOM_WEBHOOK, webhook_secret=SECRET
+    ),
+]
 CREATED_AT = 1_717_171_717
 
 CONVERSATION = {
@@ -50,21 +56,6 @@ CONTACT = {
     "external_id": "u-42",
     "email": "ada@example.com",
 }
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    # Filtered counts and the routes live in the cache; the database rolls back after each test.
-    cache.clear()
-    routes_cache_clear()
-    yield
-    cache.clear()
-    routes_cache_clear()
-
-
-@pytest.fixture
-def source() -> Source:
-    return SourceFactory(name="intercom", kind=Source.Kind.INTERCOM_WEBHOOK, webhook_secret=SECRET)
 
 
 @pytest.fixture

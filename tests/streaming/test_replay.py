@@ -14,7 +14,7 @@ from streaming.delivery.replay import (
     sync_replayable_deliveries,
 )
 from streaming.models import Delivery, Lane
-from tests.factories import SourceFactory, SyncFactory
+from tests.factories import SyncFactory
 from tests.streaming.audit_rows import (
     attempt_make,
     delivery_make,
@@ -29,11 +29,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _empty_broker():
     wakeups_clear()
-
-
-@pytest.fixture
-def sync():
-    return SyncFactory(sources=[SourceFactory()])
 
 
 def lane_order(lane: Lane) -> list[int]:

@@ -9,27 +9,23 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
-from django.core.cache import cache
 from rudderstack.analytics import Client as RudderClient
 from rudderstack.analytics import request as rudder_request
 from segment.analytics import Client as SegmentClient
 from segment.analytics import request as segment_request
 from segment.analytics.request import post as segment_post
 
-from integrations.models import WriteKey
-from integrations.selectors import routes_cache_clear
 from streaming.models import Delivery, Event, Lane
-from tests.factories import SourceFactory, SyncFactory
+from tests.factories import SourceFactory, SyncFactory, WriteKeyFactory
 
 USERS = 20
 
+pytestmark = pytest.mark.usefixtures("fresh_cache")
+
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    cache.clear()
-    routes_cache_clear()
+def _sdk_sessions_closed():
     yield
-    routes_cache_clear()
     # The SDKs keep module-level keep-alive sessions; a server thread serving one would hold a
     # database connection open past the test.
     segment_request._session.close()
@@ -39,7 +35,7 @@ def _fresh_cache():
 @pytest.fixture
 def source_key(live_switchboard):
     source = SourceFactory(name="sdk")
-    _, plaintext = WriteKey.objects.issue(source=source)
+    plaintext = WriteKeyFactory(source=source).plaintext
     sync = SyncFactory(sources=[source])
     return sync, plaintext
 

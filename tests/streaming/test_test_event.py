@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from integrations.models import Destination
 from streaming.models import Delivery, DeliveryAttempt, Event
-from tests.factories import DestinationFactory, SourceFactory, SyncFactory
+from tests.factories import DestinationFactory
 from tests.streaming.audit_rows import staff_make
 
 pytestmark = pytest.mark.django_db
@@ -19,14 +19,9 @@ TEST_EVENT = "admin:streaming_test_event"
 
 
 @pytest.fixture
-def sync(intercom_sandbox):
-    return SyncFactory(
-        name="app-to-sandbox",
-        sources=[SourceFactory()],
-        destination=DestinationFactory(
-            base_url=intercom_sandbox.url, access_token=intercom_sandbox.token
-        ),
-    )
+def destination(intercom_sandbox) -> Destination:
+    """The `sync` fixture's workspace is the sandbox: test events really go out."""
+    return DestinationFactory(base_url=intercom_sandbox.url, access_token=intercom_sandbox.token)
 
 
 def page_text(response) -> str:

@@ -140,6 +140,7 @@ def test_an_email_in_context_traits_is_found_too(story):
     event = event_make(
         source=sync.sources.get(),
         user_id="",
+        anonymous_id="anon-1",
         type="track",
         context={"traits": {"email": "lead@example.com"}},
     )
