@@ -50,12 +50,14 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "axes",
     "integrations",
     "streaming",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.NulCharactersRefused",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -63,7 +65,22 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin logins: django-axes locks a username from one address out after repeated wrong
+# passwords (SWITCHBOARD_LOGIN_FAILURE_LIMIT, for SWITCHBOARD_LOGIN_LOCKOUT_MINUTES); a
+# successful login resets the count. `manage.py axes_reset` lifts every lockout.
+AUTHENTICATION_BACKENDS = [
+    "config.login_lockout.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("SWITCHBOARD_LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("SWITCHBOARD_LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no start-up banner in every command's output
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -184,6 +201,11 @@ CELERY_BEAT_SCHEDULE = {
 # a pooler that does not keep prepared statements (PgBouncer in transaction mode before 1.21).
 SWITCHBOARD_DATABASE_PREPARE = env.bool("SWITCHBOARD_DATABASE_PREPARE", default=True)
 SWITCHBOARD_WRITE_KEY_RATE_LIMIT = env.int("SWITCHBOARD_WRITE_KEY_RATE_LIMIT", default=0)
+# A client (IP address) that sends more unknown write keys than this in a minute is refused
+# (429) until the minute is over, whatever key it sends; 0 turns the brake off.
+SWITCHBOARD_FAILED_WRITE_KEYS_PER_MINUTE = env.int(
+    "SWITCHBOARD_FAILED_WRITE_KEYS_PER_MINUTE", default=30
+)
 SWITCHBOARD_INTERCOM_CONNECT_TIMEOUT = env.float(
     "SWITCHBOARD_INTERCOM_CONNECT_TIMEOUT", default=5.0
 )

@@ -9,8 +9,10 @@ Configuration as code lives in ``integrations.config_as_code``, first-run setup 
 from __future__ import annotations
 
 import hmac
+import time
 
 from django.apps import apps
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
@@ -25,6 +27,16 @@ from integrations.models import Source, WriteKey, write_key_cache_name, write_ke
 
 WRITE_KEY_CACHE_SECONDS = 300  # entries are also dropped on every save of the key or its source
 WRITE_KEY_TOUCH_SECONDS = 60  # last_used_at is written at most this often per key
+FAILED_KEYS_WINDOW_SECONDS = 60
+
+
+class TooManyFailedKeys(Exception):
+    """A client sent more unknown write keys than ``SWITCHBOARD_FAILED_WRITE_KEYS_PER_MINUTE``:
+    every key it sends is refused until ``retry_after`` seconds have passed."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many unknown write keys; retry after {retry_after} s")
+        self.retry_after = retry_after
 
 
 def write_key_issue(*, source: Source, label: str = "") -> tuple[WriteKey, str]:
@@ -38,21 +50,31 @@ def write_key_revoke(*, write_key: WriteKey) -> None:
     write_key.revoke()
 
 
-def write_key_authenticate(*, key: str) -> WriteKey | None:
+def write_key_authenticate(*, key: str, client: str = "") -> WriteKey | None:
     """The active write key of an enabled HTTP source matching ``key``, or None.
 
     Called on every ingest request, so it is cached (by the key's SHA-256, never the plaintext)
     and invalidated by any save of the key or its source. The lookup is by hash: an attacker
     learns nothing from timing, and the final comparison is constant-time anyway.
+
+    ``client`` (the caller's IP address) brakes guessing: once it sent
+    ``SWITCHBOARD_FAILED_WRITE_KEYS_PER_MINUTE`` unknown keys in a minute, every key it sends,
+    a right one included, raises ``TooManyFailedKeys`` until the minute is over.
     """
+    blocked_name = f"switchboard:write-key-blocked:{client}"
     if not key or len(key) > 200:
+        _failure_record(client=client, blocked_name=blocked_name)
         return None
     key_hash = write_key_hash(key)
     cache_name = write_key_cache_name(key_hash=key_hash)
     used_name = f"switchboard:write-key-used:{key_hash}"
-    # One cache round trip for the key and its last-used mark: on this hot path each round trip
-    # costs more than the work around it (profiled in bench/b1_ingest_single.py).
-    cached = cache.get_many([cache_name, used_name])
+    # One cache round trip for the key, its last-used mark and the client's brake: on this hot
+    # path each round trip costs more than the work around it (docs/benchmarks.md, B1).
+    cached = cache.get_many(
+        [cache_name, used_name, blocked_name] if client else [cache_name, used_name]
+    )
+    if blocked_name in cached:
+        raise TooManyFailedKeys(max(1, int(cached[blocked_name] - time.time()) + 1))
     write_key = cached.get(cache_name)
     if write_key is None:
         write_key = (
@@ -61,6 +83,7 @@ def write_key_authenticate(*, key: str) -> WriteKey | None:
             .first()
         )
         if write_key is None:
+            _failure_record(client=client, blocked_name=blocked_name)
             return None
         cache.set(cache_name, write_key, WRITE_KEY_CACHE_SECONDS)
     if not hmac.compare_digest(write_key.key_hash, key_hash):
@@ -74,6 +97,22 @@ def write_key_authenticate(*, key: str) -> WriteKey | None:
     if used_name not in cached:
         _write_key_touch(write_key=write_key, used_name=used_name)
     return write_key
+
+
+def _failure_record(*, client: str, blocked_name: str) -> None:
+    """Count an unknown key sent by ``client``; block the client once it sent too many."""
+    limit = settings.SWITCHBOARD_FAILED_WRITE_KEYS_PER_MINUTE
+    if not client or limit <= 0:
+        return
+    window = int(time.time() // FAILED_KEYS_WINDOW_SECONDS)
+    name = f"switchboard:write-key-failures:{client}:{window}"
+    try:
+        count = 1 if cache.add(name, 1, FAILED_KEYS_WINDOW_SECONDS * 2) else cache.incr(name)
+        if count >= limit:
+            until = (window + 1) * FAILED_KEYS_WINDOW_SECONDS
+            cache.set(blocked_name, until, max(1, int(until - time.time()) + 1))
+    except ValueError:  # the counter expired between add() and incr(): a new window
+        return
 
 
 def _write_key_touch(*, write_key: WriteKey, used_name: str) -> None:

@@ -324,16 +324,17 @@ def _defaults(model: type[Model], given: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def _unnest_insert(model: type[Model], rows: list[dict[str, Any]], suffix: str) -> tuple[str, list]:
-    """PostgreSQL: ``INSERT .. SELECT * FROM unnest(arrays)`` of ``rows``, and its parameters.
+def _events_insert(rows: list[dict[str, Any]]) -> tuple[str, list]:
+    """PostgreSQL: insert the events, numbered in call order but written in messageId order.
 
-    One array per column, bound server-side in binary: the statement text is the same for any
-    batch size (so the server prepares it once per connection) and values are never quoted
-    into SQL; a VALUES list of thousands of placeholders was re-parsed on every call.
+    Concurrent batches that repeat the same messageIds (an SDK resending after a timeout) take
+    the unique index's locks in one order, messageId order, so they wait for each other instead
+    of deadlocking; their ids are drawn from the sequence first, in call order, so that an
+    event's id still tells the order in which its batch sent it.
     """
     connection = transaction.get_connection()
-    fields = insert_fields(model)
-    defaults = _defaults(model, rows[0])
+    fields = insert_fields(Event)
+    defaults = _defaults(Event, rows[0])
     arrays = [
         [row[f.attname] for row in rows]
         if f.attname in rows[0]
@@ -341,9 +342,20 @@ def _unnest_insert(model: type[Model], rows: list[dict[str, Any]], suffix: str) 
         for f in fields
     ]
     casts = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
-    columns = ", ".join(_quote(f.column) for f in fields)
-    table = _quote(model._meta.db_table)
-    return f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({casts}) {suffix}", arrays
+    names = ", ".join(_quote(f.column) for f in fields)
+    table = _quote(Event._meta.db_table)
+    pk = _quote(Event._meta.pk.column)
+    numbered = (
+        # The sequence's name is looked up once per statement (a scalar subquery).
+        f"SELECT nextval((SELECT pg_get_serial_sequence(%b, %b))) AS {pk}, u.*"
+        f" FROM unnest({casts}) AS u({names})"
+    )
+    sql = (
+        f"INSERT INTO {table} ({pk}, {names}) SELECT * FROM ({numbered}) n"
+        f" ORDER BY n.{_quote('message_id')} {_events_conflict()}"
+        f" RETURNING {pk}, {_quote('message_id')}"
+    )
+    return sql, [Event._meta.db_table, Event._meta.pk.column, *arrays]
 
 
 def _select_list(
@@ -373,9 +385,7 @@ def _calls_store_one_statement(
     same order) and insert deliveries (in call order). Outside a caller's transaction the
     statement commits on its own, without BEGIN and COMMIT round trips."""
     q = _quote
-    events_sql, params = _unnest_insert(
-        Event, rows, f"{_events_conflict()} RETURNING {q('id')}, {q('message_id')}"
-    )
+    events_sql, params = _events_insert(rows)
     sql = f"WITH new_events AS ({events_sql})"
     if not routes:
         sql += f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"

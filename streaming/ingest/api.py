@@ -15,10 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import math
 import zlib
 from typing import Any, ClassVar
 
+from django.db import OperationalError
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import (
@@ -38,16 +40,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from integrations.models import WriteKey
-from integrations.services import write_key_authenticate
+from integrations.services import TooManyFailedKeys, write_key_authenticate
 from streaming.ingest.events import events_ingest
 from streaming.ingest.ratelimit import write_key_rate_check
 from streaming.ingest.segment import (
     MAX_BATCH_BYTES,
+    MAX_BATCH_STORED_BYTES,
     MAX_CALL_BYTES,
     InvalidCall,
     batch_normalise,
     call_normalise,
 )
+
+log = logging.getLogger(__name__)
 
 NO_KEY_MESSAGE = (
     "Missing write key: send it as the HTTP Basic username with an empty password, "
@@ -82,6 +87,19 @@ class IngestError(APIException):
         return answer
 
 
+def _authenticate(request: Request, key: str) -> WriteKey | None:
+    """The write key, braked per client address (``integrations.services``)."""
+    try:
+        return write_key_authenticate(key=key, client=request.META.get("REMOTE_ADDR", ""))
+    except TooManyFailedKeys as exc:
+        raise IngestError(
+            429,
+            "too_many_failed_keys",
+            "Too many unknown write keys from this address; retry after the delay in Retry-After.",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
+
+
 class WriteKeyAuthentication(BaseAuthentication):
     """HTTP Basic with the write key as the username and an empty password (Segment's scheme).
 
@@ -102,7 +120,7 @@ class WriteKeyAuthentication(BaseAuthentication):
         key = decoded.partition(":")[0]
         if not key:
             return None
-        write_key = write_key_authenticate(key=key)
+        write_key = _authenticate(request, key)
         if write_key is None:
             raise IngestError(
                 401, "unauthorized", BAD_KEY_MESSAGE, headers={"WWW-Authenticate": "Basic"}
@@ -221,9 +239,41 @@ class ErrorAnswer(serializers.Serializer):
 _ERRORS = {
     400: OpenApiResponse(ErrorAnswer, description="Malformed JSON or invalid fields."),
     401: OpenApiResponse(ErrorAnswer, description="Missing, unknown or revoked write key."),
-    413: OpenApiResponse(ErrorAnswer, description="Over 32 KB a call or 500 KB a batch."),
+    413: OpenApiResponse(
+        ErrorAnswer,
+        description="Over 32 KB a call (as stored) or 500 KB a batch (1 MB as stored).",
+    ),
     429: OpenApiResponse(ErrorAnswer, description="Write key rate limit; see Retry-After."),
 }
+
+
+def _raw_body(request: Request, limit: int) -> bytes:
+    """The request's bytes, a chunked body included (at most ``limit + 1`` of them).
+
+    A chunked body comes without Content-Length; Django reads a body by its Content-Length and
+    would see nothing. Servers that decode chunked input (gunicorn, uWSGI) say so with
+    ``wsgi.input_terminated``: their ``wsgi.input`` ends where the body ends, so it can be read
+    to the end. Other servers hand over the raw socket, where a read would hang: 411.
+    """
+    meta = request.META
+    chunked = "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if not chunked or meta.get("CONTENT_LENGTH"):
+        return request.body
+    if not meta.get("wsgi.input_terminated"):
+        raise IngestError(
+            411,
+            "length_required",
+            "This server cannot read a chunked body: send a Content-Length header.",
+        )
+    stream = meta["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 class _IngestView(APIView):
@@ -237,12 +287,27 @@ class _IngestView(APIView):
     max_bytes = MAX_CALL_BYTES
 
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, IngestError):
-            return Response(exc.body(), status=exc.status_code, headers=exc.headers)
+        """Every answer but 200 in the SDKs' JSON shape, the unexpected ones included."""
         if isinstance(exc, AuthenticationFailed):
             exc = IngestError(401, "unauthorized", str(exc.detail))
-            return Response(exc.body(), status=401)
-        return super().handle_exception(exc)
+        elif isinstance(exc, OperationalError):
+            # The database refused for now (contention that outlasted the retries, a restart,
+            # too many connections): nothing was stored, and the SDKs resend on a 503.
+            log.warning("ingest unavailable: %s", exc)
+            exc = IngestError(
+                503,
+                "unavailable",
+                "The call could not be stored just now; nothing was stored. Retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        elif not isinstance(exc, IngestError):
+            if isinstance(exc, APIException):
+                return super().handle_exception(exc)
+            log.exception("ingest failed")
+            exc = IngestError(
+                500, "internal_error", "Switchboard could not handle this call; nothing was stored."
+            )
+        return Response(exc.body(), status=exc.status_code, headers=exc.headers)
 
     def _body(self, request: Request) -> Any:
         """The decoded JSON body: gunzipped, within ``max_bytes``, or an IngestError."""
@@ -256,7 +321,7 @@ class _IngestView(APIView):
             declared = 0
         if declared > limit:
             raise too_large  # refused before reading it
-        raw = request.body
+        raw = _raw_body(request, limit)
         encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
         if encoding == "gzip":
             # Bounded: a small gzip bomb must not inflate into memory.
@@ -269,6 +334,10 @@ class _IngestView(APIView):
                 raise too_large
             if not inflater.eof:
                 raise IngestError(400, "invalid_gzip", "The gzip body is truncated.")
+            if inflater.unused_data:
+                raise IngestError(
+                    400, "invalid_gzip", "The body has data after the end of its gzip stream."
+                )
         elif encoding in ("", "identity"):
             data = raw
         else:
@@ -292,7 +361,7 @@ class _IngestView(APIView):
                 raise IngestError(
                     401, "unauthorized", NO_KEY_MESSAGE, headers={"WWW-Authenticate": "Basic"}
                 )
-            write_key = write_key_authenticate(key=key)
+            write_key = _authenticate(request, key)
             if write_key is None:
                 raise IngestError(401, "unauthorized", BAD_KEY_MESSAGE)
         wait = write_key_rate_check(key_id=write_key.pk)
@@ -401,6 +470,14 @@ class BatchView(_IngestView):
         answer_rejected = [
             {"index": r.index, "reason": r.reason, "errors": r.errors} for r in rejected
         ]
+        stored = sum(call.stored_bytes for call in calls)
+        if stored > MAX_BATCH_STORED_BYTES:
+            raise IngestError(
+                413,
+                "payload_too_large",
+                f"The batch would be {stored} bytes as stored (each call with the batch's shared "
+                f"context and integrations); at most {MAX_BATCH_STORED_BYTES}.",
+            )
         if rejected and not calls:
             raise IngestError(
                 400,

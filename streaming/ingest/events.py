@@ -17,6 +17,8 @@ The API answers 200 only once this returns, so its speed is the ingest throughpu
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from streaming.signals import event_ingested, lanes_queued
 
 log = logging.getLogger(__name__)
 
-_DEADLOCK_RETRIES = 5
+_CONTENTION_RETRIES = 6  # pauses of about 20, 40, 80, 160, 320 ms between them
 USER_KEY_MAX_LENGTH = Lane._meta.get_field("user_key").max_length
 
 
@@ -162,17 +164,27 @@ def _store(
                 events=events, routes=routes, received_at=received_at, now=timezone.now()
             )
         except OperationalError as exc:
-            # Two batches repeating the same messageIds in a different order can deadlock on the
-            # unique index; PostgreSQL aborts one, which can simply run again. Inside a caller's
-            # transaction there is nothing safe to retry, so the error goes up.
-            deadlock = "deadlock" in str(exc).lower()
+            # Contention that PostgreSQL resolves by aborting one side (a deadlock between
+            # lanes, a serialization failure) leaves nothing written: the statement runs again
+            # after a short randomised pause. Inside a caller's transaction there is nothing safe
+            # to retry, so the error goes up.
             if (
-                not deadlock
-                or attempt >= _DEADLOCK_RETRIES
+                not _is_contention(exc)
+                or attempt >= _CONTENTION_RETRIES
                 or transaction.get_connection().in_atomic_block
             ):
                 raise
-            log.warning("ingest deadlock on source %s, retrying (%s)", source.pk, attempt)
+            log.warning(
+                "ingest contention on source %s, retrying (%s): %s", source.pk, attempt, exc
+            )
+            time.sleep(random.uniform(0.5, 1.5) * 0.01 * 2**attempt)
+
+
+def _is_contention(error: OperationalError) -> bool:
+    # SQLSTATE 40P01 deadlock_detected, 40001 serialization_failure (psycopg's ``sqlstate``).
+    cause = error.__cause__
+    state = getattr(cause, "sqlstate", None)
+    return state in ("40P01", "40001") or "deadlock" in str(error).lower()
 
 
 def _after_commit(

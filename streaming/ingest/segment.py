@@ -29,6 +29,10 @@ CALL_TYPES: tuple[CallType, ...] = ("identify", "track", "group", "page", "scree
 # Segment's HTTP API limits (https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/#max-request-size).
 MAX_CALL_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
+# A batch's shared context and integrations are copied into each of its calls: measured as
+# stored, a batch may hold at most this much (twice the request limit), so that a small request
+# cannot expand into megabytes of rows (write keys are public in browser SDKs).
+MAX_BATCH_STORED_BYTES = 2 * MAX_BATCH_BYTES
 ID_MAX_LENGTH = 255  # Event.user_id / anonymous_id / message_id / event_name columns
 
 _OBJECT_FIELDS = ("traits", "properties", "context", "integrations")
@@ -55,6 +59,7 @@ class Call:
     event_name: str
     timestamp: datetime
     payload: dict[str, Any]
+    stored_bytes: int = 0  # the call's JSON with the batch's shared fields merged in
 
 
 # A \u0000 escape that is not itself an escaped backslash followed by "u0000".
@@ -165,19 +170,22 @@ def call_normalise(
     received_at: datetime,
     sent_at: Any = None,
     defaults: Mapping[str, Any] | None = None,
+    defaults_bytes: int = 0,
 ) -> Call:
     """Validate one call and return it normalised; raise ``InvalidCall`` with field errors.
 
     ``call_type`` comes from the endpoint (``/v1/track``) and wins over the body's ``type``; for a
     batch item it is None and the item's own ``type`` is required. ``sent_at`` is the batch's
     ``sentAt`` (an item's own wins). ``defaults`` are a batch's shared ``context`` and
-    ``integrations``, which an item's own keys override.
+    ``integrations``, which an item's own keys override; ``defaults_bytes`` is their JSON size.
+    The 32 KB limit applies to the call as stored, shared fields included.
     """
     if not isinstance(raw, Mapping):
         raise InvalidCall({"non_field_errors": ["A call must be a JSON object."]})
     errors: dict[str, list[str]] = {}
 
-    if json_size(raw) > MAX_CALL_BYTES:
+    raw_bytes = json_size(raw)
+    if raw_bytes > MAX_CALL_BYTES:
         raise InvalidCall({"non_field_errors": [f"A call may be at most {MAX_CALL_BYTES} bytes."]})
 
     kind = call_type or raw.get("type")
@@ -283,6 +291,19 @@ def call_normalise(
     for field in _OBJECT_FIELDS:
         if payload.get(field) is None:
             payload.pop(field, None)
+    stored_bytes = raw_bytes + defaults_bytes
+    if defaults_bytes and stored_bytes > MAX_CALL_BYTES:
+        # Measured exactly only when the estimate is over: the fields merged may overlap.
+        stored_bytes = json_size({k: v for k, v in payload.items() if k in raw or k in defaults})
+        if stored_bytes > MAX_CALL_BYTES:
+            raise InvalidCall(
+                {
+                    "non_field_errors": [
+                        f"A call may be at most {MAX_CALL_BYTES} bytes as stored, with the "
+                        "batch's shared context and integrations merged in."
+                    ]
+                }
+            )
 
     return Call(
         type=kind,
@@ -292,6 +313,7 @@ def call_normalise(
         event_name=event_name,
         timestamp=timestamp,
         payload=payload,
+        stored_bytes=stored_bytes,
     )
 
 
@@ -326,7 +348,7 @@ def batch_normalise(body: Any, *, received_at: datetime) -> tuple[list[Call], li
             errors[field] = ["Must be an object."]
     if errors:
         raise InvalidCall(errors)
-    json_size(defaults)  # what every call will carry must be storable too
+    defaults_bytes = json_size(defaults) if defaults else 0  # storable, and its size
 
     calls: list[Call] = []
     rejected: list[Rejected] = []
@@ -339,6 +361,7 @@ def batch_normalise(body: Any, *, received_at: datetime) -> tuple[list[Call], li
                     received_at=received_at,
                     sent_at=body.get("sentAt"),
                     defaults=defaults,
+                    defaults_bytes=defaults_bytes,
                 )
             )
         except InvalidCall as exc:
