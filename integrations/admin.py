@@ -400,6 +400,7 @@ class SyncAdmin(admin.ModelAdmin):
                     "update_last_seen",
                     "unknown_attributes",
                     "send_all_properties",
+                    "unarchive_contacts",
                     "retry_window",
                 ]
             },

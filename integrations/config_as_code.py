@@ -142,6 +142,7 @@ SYNCS = _Kind(
         "update_last_seen",
         "unknown_attributes",
         "send_all_properties",
+        "unarchive_contacts",
         "retry_window",
     ),
     links=("sources", "destination"),

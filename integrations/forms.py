@@ -131,6 +131,7 @@ class SyncForm(forms.ModelForm):
             "update_last_seen",
             "unknown_attributes",
             "send_all_properties",
+            "unarchive_contacts",
             "retry_window",
         ]
         help_texts = {"retry_window": "How long to keep retrying, e.g. 04:00:00 (1 min to 7 days)."}

@@ -269,6 +269,11 @@ class Sync(models.Model):
         help_text="Send every trait/property, not only the mapped ones (still within Intercom's "
         "limits).",
     )
+    unarchive_contacts = models.BooleanField(
+        default=False,
+        help_text="When a call is about a contact archived in Intercom, unarchive it and send. "
+        "Off: the delivery is skipped, saying the contact is archived.",
+    )
     retry_window = models.DurationField(default=timedelta(hours=4))
     created_at = models.DateTimeField(auto_now_add=True)
 

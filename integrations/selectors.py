@@ -63,6 +63,7 @@ def sync_config_build(*, sync: Sync) -> SyncConfig:
         update_last_seen=sync.update_last_seen,
         unknown_attributes=sync.unknown_attributes,
         send_all_properties=sync.send_all_properties,
+        unarchive_contacts=sync.unarchive_contacts,
         event_metadata=tuple(by_target[PropertyMapping.Target.EVENT_METADATA]),
         contact_attributes=tuple(by_target[PropertyMapping.Target.CONTACT_ATTRIBUTE]),
         company_attributes=tuple(by_target[PropertyMapping.Target.COMPANY_ATTRIBUTE]),

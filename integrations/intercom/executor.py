@@ -8,12 +8,17 @@ delivery are raised as the client's typed errors; everything else becomes the ``
 
 Intercom quirks handled here, with where they come from:
 - ``POST /contacts`` answers 409 "A contact matching those details already exists with id=<id>"
-  when the search index has not caught up (SOURCE.md): the id is taken and the contact updated.
+  when the search index has not caught up, or when another contact has the email (SOURCE.md):
+  with an external id, the named contact is read first. Ours, or one without an external id
+  (a lead-turned-user, a contact made in Intercom's inbox), gets ours and is updated; one with
+  a different external id is another user, and the delivery fails saying which (Intercom allows
+  one user per email unless the workspace allows duplicates).
 - Merged contacts answer 410 ``contact_merged`` with ``Link: </contacts/<id>>; rel="canonical"``
   (GET /contacts/{id} in the API description): the surviving contact is used and cached.
-- Archived contacts answer 404 to writes: a cached or conflicting id that 404s is unarchived
-  (``POST /contacts/{id}/unarchive``) and written again; if that 404s too it is gone, and the
-  cache entry is forgotten and the contact resolved again.
+- Archived contacts answer 404 to writes and events, yet a 409 names them. Per the sync, such a
+  contact is unarchived (``POST /contacts/{id}/unarchive``) and written again, or the delivery
+  is skipped saying it is archived. A cached id that 404s and is not archived is gone: the cache
+  entry is forgotten and the contact resolved again.
 - Custom attributes must exist before they are written (400 otherwise): they are created first,
   or dropped and reported, per the sync; a 400 about an attribute refreshes the names once.
 - Leads cannot be found by external id (find_by_external_id is for users) and events for leads
@@ -62,6 +67,10 @@ _LINK_ID = re.compile(r"/contacts/([^/>?;]+)>")
 Model = Literal["contact", "company"]
 _NOT_READ = object()
 _COMPANY_OPERATIONS = (CompanyUpsert, CompanyAttach, CompanyDetach)
+
+
+class _ContactArchived(Exception):
+    """The plan's contact is archived in Intercom and the sync does not unarchive contacts."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,10 @@ class _Execution:
         self.dropped_attributes: set[tuple[str, str]] = set()
         self.attributes_refreshed: set[str] = set()
         self.fingerprint_after: str | None = None  # set when companies ride on the identify
+        # Archived contacts are told apart by two answers: a 409 names them (they exist) and
+        # writes or reads of them answer 404.
+        self.conflict_ids: set[str] = set()
+        self.refused_ids: set[str] = set()
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -182,8 +195,13 @@ class _Execution:
             # The fingerprint is only remembered once the companies went too: a retry after a
             # failed attach must not find the identify "unchanged" and skip it.
             self.fingerprint_after = upserts[-1].fingerprint
-        for operation in operations:
-            self.perform(operation)
+        try:
+            for operation in operations:
+                self.perform(operation)
+        except _ContactArchived as archived:
+            # Nothing more can reach the contact; what went before (a company upsert) stands.
+            self.notes.append(str(archived))
+            self.fingerprint_after = None
         if self.fingerprint_after is not None and self.contact_id is not None:
             self.contact_remember(self.fingerprint_after)
         reason = "; ".join(self.notes)
@@ -337,8 +355,9 @@ class _Execution:
         contact_id = self.contact_id or self.contact_find(identity)
         attributes = self.attributes_ensure("contact", custom_attributes)
         resolved_fresh = False
+        attach: dict[str, Any] = {}  # our external id, for a contact a 409 named without it
         for _ in range(8):
-            body = dict(fields)
+            body = {**attach, **fields}
             if attributes:
                 body["custom_attributes"] = attributes
             if contact_id is None:
@@ -353,6 +372,7 @@ class _Execution:
                     break
                 if result.status == 409 and conflict_contact_id(result):
                     contact_id = conflict_contact_id(result)
+                    attach = self.contact_conflict_settle(contact_id)
                     continue
                 if self.attribute_error_recover("contact", result):
                     attributes = self.attributes_ensure("contact", custom_attributes)
@@ -367,7 +387,7 @@ class _Execution:
                 contact_id = merged_contact_id(result)
                 continue
             if result.status == 404:
-                if self.contact_unarchive(contact_id):
+                if self.contact_archived_settle(contact_id):
                     continue
                 self.state.contact_forget(identity.user_key)
                 self.cached = None
@@ -385,6 +405,56 @@ class _Execution:
             raise RetryableError(f"could not settle the Intercom contact for {identity.user_key!r}")
         self.contact_id = contact_id
         return contact_id
+
+    def contact_conflict_settle(self, contact_id: str) -> dict[str, Any]:
+        """A 409 on create named ``contact_id``: whether it may become ours.
+
+        Returns the fields to add to the update that follows ({external_id} for a contact that
+        has none). Raises ``PermanentError`` when it is another user (a different external id).
+        """
+        identity = self.identity
+        self.conflict_ids.add(contact_id)
+        if contact_id in self.refused_ids:
+            self.contact_archived_settle(contact_id)
+            return {}
+        if not identity.external_id:
+            return {}  # matched by email: the contact with that email is the one we mean
+        result = self.send("GET", f"/contacts/{contact_id}")
+        if result.status == 404 and self.contact_archived_settle(contact_id):
+            result = self.send("GET", f"/contacts/{contact_id}")  # unarchived: read it now
+        if result.status in (404, 410):
+            return {}  # gone meanwhile, or merged: the update that follows settles it
+        if not result.ok:
+            raise error_for(result)
+        theirs = (result.body or {}).get("external_id")
+        if theirs in (None, "", identity.external_id):
+            return {"external_id": identity.external_id}
+        shared = f"the email {identity.email!r}" if identity.email else "these details"
+        raise PermanentError(
+            f"{identity.role} {identity.external_id!r} not created: Intercom contact "
+            f"{contact_id} (external_id {theirs!r}) already has {shared}. Intercom allows one "
+            "user per email unless the workspace allows duplicate emails: give this user "
+            "another email, or merge or delete the other contact in Intercom",
+            status=409,
+            code="conflict",
+            excerpt=result.excerpt,
+        )
+
+    def contact_archived_settle(self, contact_id: str) -> bool:
+        """``contact_id`` answered 404. True when it was archived and is now unarchived.
+
+        With the sync's "unarchive contacts" off, a contact known to exist (a 409 named it)
+        ends the plan as archived; otherwise False: it is gone, or not known to be archived yet.
+        """
+        if self.plan.unarchive_contacts:
+            return self.contact_unarchive(contact_id)
+        if contact_id in self.conflict_ids:
+            raise _ContactArchived(
+                f"Intercom contact {contact_id} ({self.identity.user_key!r}) is archived in "
+                "Intercom and the sync does not unarchive contacts: nothing was sent to it"
+            )
+        self.refused_ids.add(contact_id)
+        return False
 
     def contact_unarchive(self, contact_id: str) -> bool:
         """True when the contact existed archived and is now active again."""
@@ -485,8 +555,11 @@ class _Execution:
 
     def event_create(self, operation: EventCreate) -> None:
         name = operation.event_name
-        known = self.state.event_names()
-        if name not in known and len(known) >= EVENT_NAME_LIMIT:
+        # A new name is reserved before it is sent (and stays counted, sent or not), so that
+        # workers sending different new names at once cannot pass Intercom's limit together.
+        if name not in self.state.event_names() and not self.state.event_name_reserve(
+            name, EVENT_NAME_LIMIT
+        ):
             raise PermanentError(
                 f"event {name!r} not sent: the workspace already has {EVENT_NAME_LIMIT} event "
                 "names (Intercom's limit); archive unused ones in Intercom or filter this event",
@@ -510,8 +583,6 @@ class _Execution:
             if "id" in body or identity.role != "lead":
                 result = self.send("POST", "/events", body=body)
                 if result.ok:
-                    if name not in known:
-                        self.state.event_name_add(name)
                     self.sent += 1
                     return
                 if result.status != 404:
@@ -530,8 +601,9 @@ class _Execution:
                     excerpt=result.excerpt if result is not None else "",
                 )
             if attempt == 1 and self.contact_id is not None:
-                # Created or found, yet events still 404: an archived contact.
-                self.contact_unarchive(self.contact_id)
+                # Created or found, yet events still 404: an archived contact (certainly so
+                # when a 409 named it), or one Intercom's events do not see yet (retried).
+                self.contact_archived_settle(self.contact_id)
                 continue
             # The cached id may be the stale one that made the event 404: resolve afresh.
             self.contact_id = None

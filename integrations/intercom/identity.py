@@ -92,14 +92,16 @@ def identity_resolve(*, call: dict, config: SyncConfig) -> Identity | str:
 
     parts = path_parts(config.external_id_path)
     external_id = identifier_text(call_path_get(user_view(call), parts))
+    role = config.contact_role
     if external_id is None and config.anonymous == "anonymous_id":
         external_id = identifier_text(call.get("anonymousId"))
+        # A visitor known only by anonymousId is a lead: Intercom merges only a lead into a
+        # user (POST /contacts/merge), which is what the alias that names them later asks for.
+        role = "lead"
     if external_id is None:
         if config.external_id_path != "userId":
             return f"no external id at {config.external_id_path}"
         if config.anonymous == "drop":
             return "anonymous call (no userId) and the sync drops anonymous calls"
         return "no userId and no anonymousId"
-    return Identity(
-        user_key=external_id, external_id=external_id, email=email, role=config.contact_role
-    )
+    return Identity(user_key=external_id, external_id=external_id, email=email, role=role)

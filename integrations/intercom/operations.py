@@ -115,6 +115,9 @@ class Plan:
     # so the executor can create the unknown ones first: {("contact"|"company", name): type}.
     attribute_types: dict[tuple[str, str], str] = field(default_factory=dict)
     unknown_attributes: Literal["create", "drop"] = "create"
+    # An archived contact (Intercom answers 404 to writes and events for it): unarchive it, or
+    # skip the delivery saying so (the sync's setting; archiving is an operator's decision).
+    unarchive_contacts: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ class SyncConfig:
     page_handling: Literal["ignore", "last_seen", "event"] = "ignore"
     update_last_seen: bool = False
     unknown_attributes: Literal["create", "drop"] = "create"
+    unarchive_contacts: bool = False
     send_all_properties: bool = False
     # (source_path, intercom_name) per target
     event_metadata: tuple[tuple[str, str], ...] = ()
@@ -157,9 +161,13 @@ class DestinationState(Protocol):
     ) -> None: ...
 
     def event_names(self) -> set[str]:
-        """Event names this workspace has received through us (for the 120-name limit)."""
+        """Event names this workspace has received through us (for the 120-name limit); may be
+        a little stale: it only spares ``event_name_reserve`` for names already known."""
 
-    def event_name_add(self, name: str) -> None: ...
+    def event_name_reserve(self, name: str, limit: int) -> bool:
+        """Count ``name`` among the workspace's event names, if it is one already or fewer than
+        ``limit`` are known; False when it would be one too many. Atomic across processes, so
+        that concurrent workers cannot together send more than ``limit`` names."""
 
 
 class ExchangeRecorder(Protocol):

@@ -51,7 +51,20 @@ STRING_MAX = 255  # custom attribute values, metadata strings, event names
 METADATA_KEYS_MAX = 10  # POST /events: "first keys win" on Intercom's side; we choose them
 ATTRIBUTE_NAME_MAX = 190  # PropertyMapping.intercom_name's length, so mapped names always fit
 MONTHLY_SPEND_MAX = 2**31 - 1  # POST /companies: "upper limit of 2**31-1"
-INTEGER_LIMIT = 2**63  # Intercom stores integer attributes in 64 bits
+# Company `size` has no documented limit; it is stored like monthly_spend, Intercom's other
+# integer company field, so it gets that documented 2**31-1 (no head count comes near it).
+COMPANY_SIZE_MAX = 2**31 - 1
+# Intercom stores integer attributes and metadata in 64 bits (signed).
+INTEGER_MIN, INTEGER_MAX = -(2**63), 2**63 - 1
+INTEGER_REASON = "integer too large for Intercom (64 bits)"
+# Intercom's timestamps are Unix seconds (`integer`, `format: date-time` in the API description;
+# metadata `_date` keys likewise). Before 1970 is no Unix time it documents, and dates far ahead
+# are placeholders ("9999-12-31" = never, Go's zero time = year 1), which Intercom refuses or
+# shows as nonsense: only 1970-01-01..2100-01-01 is sent, wide enough for any real date.
+TIMESTAMP_MIN = 0  # 1970-01-01T00:00:00Z
+TIMESTAMP_MAX = 4102444800  # 2100-01-01T00:00:00Z
+TIMESTAMP_RANGE_REASON = "outside 1970-01-01..2100-01-01 (Intercom's Unix seconds)"
+NOT_A_DATE_REASON = "not a date (ISO 8601 or Unix time)"
 DEFAULT_CURRENCY = "USD"  # the Segment spec's default for `revenue`
 
 # Attribute names: letters, digits, '_', '-' and currency symbols other than '$' (kept in step
@@ -118,8 +131,13 @@ def unix_seconds(value: Any) -> int | None:
     if isinstance(value, float) and (value != value or abs(value) == float("inf")):
         return None
     if isinstance(value, int | float):
+        if abs(value) < 1e11:
+            return int(value)
         # A JavaScript Date.now() is in milliseconds: anything past year 5138 in seconds is one.
-        return int(value / 1000) if abs(value) >= 1e11 else int(value)
+        # Integer division for ints: a 301-digit one would overflow a float.
+        if isinstance(value, int):
+            return value // 1000 if value >= 0 else -(-value // 1000)
+        return int(value / 1000)
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         return int(moment.timestamp())
@@ -133,6 +151,25 @@ def unix_seconds(value: Any) -> int | None:
             return None
         return unix_seconds(moment)
     return None
+
+
+def _timestamp(source: str, value: Any, dropped: list[Dropped]) -> int | None:
+    """Unix seconds within Intercom's range, or None with the reason reported as dropped."""
+    seconds = unix_seconds(value)
+    if seconds is None:
+        dropped.append(Dropped(source, NOT_A_DATE_REASON))
+        return None
+    if not TIMESTAMP_MIN <= seconds <= TIMESTAMP_MAX:
+        dropped.append(Dropped(source, TIMESTAMP_RANGE_REASON))
+        return None
+    return seconds
+
+
+def _integer_fits(value: Any) -> bool:
+    """False for an integer Intercom cannot store (64 bits, signed); True for anything else."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return True
+    return INTEGER_MIN <= value <= INTEGER_MAX
 
 
 def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
@@ -158,8 +195,8 @@ def _attribute_value(
     if isinstance(value, bool):
         return value, "boolean"
     if isinstance(value, int):
-        if abs(value) >= INTEGER_LIMIT:
-            dropped.append(Dropped(source, "integer too large for Intercom (64 bits)"))
+        if not _integer_fits(value):
+            dropped.append(Dropped(source, INTEGER_REASON))
             return None
         return value, "integer"
     if isinstance(value, float):
@@ -171,6 +208,9 @@ def _attribute_value(
         if _ISO_DATE_RE.fullmatch(value.strip()):
             seconds = _iso_date_seconds(value.strip())
             if seconds is not None:
+                if not TIMESTAMP_MIN <= seconds <= TIMESTAMP_MAX:
+                    dropped.append(Dropped(source, TIMESTAMP_RANGE_REASON))
+                    return None
                 # Intercom date attributes hold Unix seconds; an ISO string would stay a string.
                 return seconds, "date"
         return _cut(source, value, dropped), "string"
@@ -308,13 +348,11 @@ def _contact_fields(
 
     created = _first(traits, ("createdAt", "created_at"))
     if created is not MISSING:
-        seconds = unix_seconds(created)
-        if seconds is None:
-            dropped.append(Dropped("traits.createdAt", "not a date (ISO 8601 or Unix time)"))
-        else:
+        seconds = _timestamp("traits.createdAt", created, dropped)
+        if seconds is not None:
             fields["signed_up_at"] = seconds
-    if config.update_last_seen:
-        seen = unix_seconds(call.get("timestamp"))
+    if config.update_last_seen and call.get("timestamp") is not None:
+        seen = _timestamp("timestamp", call.get("timestamp"), dropped)
         if seen is not None:
             fields["last_seen_at"] = seen
 
@@ -459,6 +497,8 @@ def _company_upsert(
         number = _integer(size)
         if number is None:
             local.append(Dropped("traits.employees", "not a whole number"))
+        elif not 0 <= number <= COMPANY_SIZE_MAX:
+            local.append(Dropped("traits.employees", f"outside 0..{COMPANY_SIZE_MAX} (Intercom)"))
         else:
             fields["size"] = number
     spend = _first(traits, ("monthly_spend", "monthlySpend"))
@@ -474,10 +514,8 @@ def _company_upsert(
             fields["monthly_spend"] = number
     created = _first(traits, ("createdAt", "created_at"))
     if created is not MISSING:
-        seconds = unix_seconds(created)
-        if seconds is None:
-            local.append(Dropped("traits.createdAt", "not a date (ISO 8601 or Unix time)"))
-        else:
+        seconds = _timestamp("traits.createdAt", created, local)
+        if seconds is not None:
             fields["remote_created_at"] = seconds
 
     attributes = _Attributes("company", local)
@@ -512,7 +550,7 @@ def _integer(value: Any) -> int | None:
     if isinstance(value, str):
         try:
             return int(Decimal(value.strip()))
-        except (InvalidOperation, ValueError):
+        except (InvalidOperation, ValueError, OverflowError):  # "many", "NaN", "Infinity"
             return None
     return None
 
@@ -544,10 +582,22 @@ def _price(properties: Mapping[str, Any], dropped: list[Dropped]) -> dict[str, A
     except (InvalidOperation, ValueError, OverflowError):  # "lots", "NaN", "Infinity"
         dropped.append(Dropped("properties.revenue", "not a number"))
         return None
+    if not _integer_fits(cents):
+        dropped.append(Dropped("properties.revenue", INTEGER_REASON))
+        return None
     currency = properties.get("currency")
     if not isinstance(currency, str) or not currency.strip():
         currency = DEFAULT_CURRENCY
     return {"amount": cents, "currency": currency.strip().upper()}
+
+
+def _natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Alphabetical, ignoring case, with runs of digits compared as numbers (k2 before k10)."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.split(r"(\d+)", name.casefold())
+        if part
+    ) + ((1, name),)  # names equal but for case: a fixed order all the same
 
 
 class _Metadata:
@@ -583,10 +633,20 @@ class _Metadata:
                 Dropped(source, f"Intercom keeps at most {METADATA_KEYS_MAX} metadata keys")
             )
             return
-        if isinstance(value, str):
+        if key.endswith("_date") and not isinstance(value, dict):
+            # Intercom reads a `_date` key as Unix seconds (POST /events, "Date" metadata):
+            # ISO text there would be shown as text, or refused.
+            value = _timestamp(source, value, self.dropped)
+            if value is None:
+                return
+        elif isinstance(value, str):
             value = _cut(source, value, self.dropped)
         elif isinstance(value, float) and (value != value or abs(value) == float("inf")):
             self.dropped.append(Dropped(source, "not a finite number"))
+            return
+        elif not _integer_fits(value.get("amount", 0) if isinstance(value, dict) else value):
+            # An integer, or a monetary amount's cents, beyond what Intercom stores.
+            self.dropped.append(Dropped(source, INTEGER_REASON))
             return
         elif not isinstance(value, int | float | bool | dict):
             self.dropped.append(Dropped(source, f"unsupported value type {type(value).__name__}"))
@@ -608,11 +668,10 @@ def _track(
         return [], [], "track call without an event name"
     if len(name) > STRING_MAX:
         return [], [], f"event name longer than {STRING_MAX} characters"
-    created_at = unix_seconds(call.get("timestamp"))
-    if created_at is None:
-        return [], [], "no valid timestamp"
-
     dropped: list[Dropped] = []
+    created_at, skip_reason = _event_time(call, dropped)
+    if created_at is None:
+        return [], dropped, skip_reason
     metadata = _Metadata(dropped)
     properties = call.get("properties") if isinstance(call.get("properties"), dict) else {}
     consumed: set[str] = set()
@@ -630,13 +689,16 @@ def _track(
             metadata.add(source_path, key, value)
     if config.send_all_properties:
         if "revenue" in properties and "revenue" not in consumed:
-            consumed.update({"revenue", "currency"})
-            price = _price(properties, dropped)
-            if price is not None:
-                metadata.add("properties.revenue", "price", price)
-        for key, value in properties.items():
-            if key not in consumed:
-                metadata.add(f"properties.{key}", str(key), value)
+            consumed.add("currency")  # it rides on revenue's `price`
+        # Alphabetical, not the call's order: stored as JSONB, a call's keys come back shortest
+        # first, so "first 10 as sent" would not be the order the app sent them in anyway.
+        for key in sorted((k for k in properties if k not in consumed), key=_natural_key):
+            if key == "revenue":
+                price = _price(properties, dropped)
+                if price is not None:
+                    metadata.add("properties.revenue", "price", price)
+                continue
+            metadata.add(f"properties.{key}", str(key), properties[key])
     event = EventCreate(
         event_name=name,
         created_at=created_at,
@@ -646,15 +708,31 @@ def _track(
     return [event], dropped, ""
 
 
+def _event_time(call: Mapping[str, Any], dropped: list[Dropped]) -> tuple[int | None, str]:
+    """The call's timestamp in Unix seconds, or None and why the call cannot be sent.
+
+    An event without its time cannot be sent, and sending it at another time would misplace it
+    on the contact's timeline (and defeat Intercom's de-duplication on the time): skipped.
+    """
+    timestamp = call.get("timestamp")
+    if unix_seconds(timestamp) is None:
+        return None, "no valid timestamp"
+    seconds = _timestamp("timestamp", timestamp, dropped)
+    if seconds is None:
+        return None, f"timestamp {timestamp} is {TIMESTAMP_RANGE_REASON}"
+    return seconds, ""
+
+
 def _page(
     call: Mapping[str, Any], config: SyncConfig
 ) -> tuple[list[Operation], list[Dropped], str]:
     kind = call.get("type")
-    seconds = unix_seconds(call.get("timestamp"))
     if config.page_handling == "ignore":
         return [], [], f"the sync ignores {kind} calls"
+    dropped: list[Dropped] = []
+    seconds, skip_reason = _event_time(call, dropped)
     if seconds is None:
-        return [], [], "no valid timestamp"
+        return [], dropped, skip_reason
     if config.page_handling == "last_seen":
         if not config.send_users:
             return [], [], "the sync does not send users (last seen)"
@@ -664,7 +742,6 @@ def _page(
     name = call.get("name")
     name = name.strip() if isinstance(name, str) else ""
     event_name = f"Viewed {name}" if name else f"Viewed {kind}"
-    dropped: list[Dropped] = []
     if len(event_name) > STRING_MAX:
         return [], [], f"event name longer than {STRING_MAX} characters"
     metadata = _Metadata(dropped)
@@ -742,4 +819,5 @@ def plan_build(*, call: dict, config: SyncConfig) -> Plan:
         skip_reason=skip_reason if not operations else "",
         attribute_types=types,
         unknown_attributes=config.unknown_attributes,
+        unarchive_contacts=config.unarchive_contacts,
     )

@@ -3,7 +3,7 @@
 
 ``DestinationStore`` is what the executor remembers about one Intercom workspace: contact ids and
 the fingerprint last sent (``ContactLink``), the event names we introduced (``KnownEventName``,
-for Intercom's 120-name limit) and the workspace's custom attribute names (the Django cache: they
+for Intercom's 120-name limit, reserved one at a time under a lock) and the workspace's custom attribute names (the Django cache: they
 are cheap to fetch again and change behind our back when someone edits them in Intercom).
 """
 
@@ -87,15 +87,26 @@ class DestinationStore:
             _event_names[self._cache_key] = (time.monotonic() + EVENT_NAMES_TTL, names)
         return set(names)
 
-    def event_name_add(self, name: str) -> None:
-        KnownEventName.objects.bulk_create(
-            [KnownEventName(destination_id=self.destination_id, name=name)],
-            ignore_conflicts=True,
-        )
+    def event_name_reserve(self, name: str, limit: int) -> bool:
+        # Count and insert under the destination's row lock: two workers each seeing 119 names
+        # would otherwise both add theirs (126 distinct names once reached Intercom 4 too many).
+        # On SQLite the IMMEDIATE transaction (config/settings.py) serialises the same way.
+        with transaction.atomic():
+            list(
+                Destination.objects.select_for_update()
+                .filter(pk=self.destination_id)
+                .values_list("pk")
+            )
+            names = KnownEventName.objects.filter(destination_id=self.destination_id)
+            if not names.filter(name=name).exists():
+                if names.count() >= limit:
+                    return False
+                KnownEventName.objects.create(destination_id=self.destination_id, name=name)
         with _event_names_lock:
             cached = _event_names.get(self._cache_key)
             if cached is not None:
                 cached[1].add(name)
+        return True
 
 
 _event_names: dict[tuple[int, object], tuple[float, set[str]]] = {}

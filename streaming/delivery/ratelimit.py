@@ -15,14 +15,20 @@ would be counted in the old, spent window. With ``REDIS_URL`` the state lives in
 script per call keeps it consistent across processes and machines (Redis's clock is the one
 clock); without it (the embedded single-machine mode) it lives in the process.
 
-A workspace whose answers carry no limit (a proxy, the sandbox) is not throttled at all, and
-paying two scripts per call there for nothing was a fifth of a worker's time. There a process
-takes ``UNLIMITED_BATCH`` calls at once, for at most ``UNLIMITED_TOKENS_SECONDS``, and does not
-report their answers unless one carries rate-limit headers or is a 429: then the spare calls are
-dropped and the script decides again. Such calls are not counted in flight, so when a limit
-appears the first window can be overshot by the calls already out; the 429s that follow wait for
-the reset without counting a try. Limited workspaces keep one script per call: their rate is
-capped by the limit anyway (about 166 calls/s for Intercom's 10,000 a minute).
+A workspace whose answers carry no limit (a proxy) is not throttled at all, and paying two
+scripts per call there for nothing was a fifth of a worker's time. There a process takes
+``UNLIMITED_BATCH`` calls at once, for at most ``UNLIMITED_TOKENS_SECONDS``, and does not report
+their answers unless one announces a window with fewer than ``BATCHED_ABOVE`` calls left or is a
+429: then the spare calls are dropped and the script decides again. The same holds for a window
+whose limit is far beyond what the workers can send (the sandbox's default, which announces
+1,000,000 a window as Intercom announces its limit on every answer): while ``BATCHED_ABOVE``
+calls or more are left, calls are taken in batches (taken off the window's count, not counted
+in flight). Below that, and always at Intercom's real limits (about 1,666 a window for 10,000 a
+minute), one script per call keeps the count exact. A batch's calls may still go out after
+their window ended (a second at most), in the next one, uncounted there: the per-call answers
+of that window's last ``BATCHED_ABOVE`` calls correct the count, and when a limit appears
+where there was none, the calls already out can overshoot the first window; the 429s that
+follow wait for the reset without counting a try.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ LONGEST_SLEEP = 1.0  # re-check at least this often: another worker's answer may
 UNLIMITED_BATCH = 64  # calls a process takes at once from a workspace without a limit
 # ... and for how long at most, so that a limit another process learns of applies here soon.
 UNLIMITED_TOKENS_SECONDS = 1.0
+# A window with at least this many calls left is "far above what the workers can use": 64
+# batches, more than 64 processes could take within UNLIMITED_TOKENS_SECONDS of a window's end.
+BATCHED_ABOVE = 64 * UNLIMITED_BATCH
 
 
 class RateLimiter(Protocol):
@@ -102,8 +111,9 @@ def _epoch(value: Any) -> float | None:
 
 # Limit -1: not known yet, one call at a time until an answer tells; 0: answers carry no limit.
 # KEYS[1]: state hash, KEYS[2]: in-flight sorted set. ARGV: call id, window, guard, in-flight ttl,
-# calls wanted when there is no limit. Returns {seconds to wait ("0": go), calls granted,
-# 1 when the granted call is counted in flight, 0 for calls taken without a limit}.
+# calls wanted in a batch, calls left in the window from which batches are taken. Returns
+# {seconds to wait ("0": go), calls granted, 1 when the granted call is counted in flight, 0 for
+# calls taken in a batch}.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -131,6 +141,11 @@ end
 if remaining <= 0 then
   redis.call('HSET', KEYS[1], 'remaining', tostring(remaining))
   return {tostring(window_end + guard - now), 0, 0}
+end
+if remaining >= tonumber(ARGV[6]) then
+  redis.call('HSET', KEYS[1], 'remaining', tostring(remaining - tonumber(ARGV[5])))
+  redis.call('EXPIRE', KEYS[1], 86400)
+  return {'0', tonumber(ARGV[5]), 0}
 end
 redis.call('HSET', KEYS[1], 'remaining', tostring(remaining - 1))
 redis.call('EXPIRE', KEYS[1], 86400)
@@ -217,7 +232,14 @@ class RedisRateLimiter:
         while True:
             wait, granted, counted = self._acquire(
                 keys=self._keys,
-                args=[call_id, WINDOW_SECONDS, RESET_GUARD, IN_FLIGHT_TTL, UNLIMITED_BATCH],
+                args=[
+                    call_id,
+                    WINDOW_SECONDS,
+                    RESET_GUARD,
+                    IN_FLIGHT_TTL,
+                    UNLIMITED_BATCH,
+                    BATCHED_ABOVE,
+                ],
             )
             if float(wait) <= 0:
                 self._call.counted = bool(int(counted))
@@ -232,9 +254,12 @@ class RedisRateLimiter:
         seen = Observation.from_headers(rate_limit)
         counted = getattr(self._call, "counted", True)
         if not counted:
-            if seen.limit is None and status != 429:
-                return  # still no limit: nothing to tell the other workers
-            # A limit appeared: the calls taken without one stop here, the script decides again.
+            if status != 429 and (
+                seen.limit is None or seen.remaining is None or seen.remaining >= BATCHED_ABOVE
+            ):
+                return  # still no limit, or far from it: nothing to tell the other workers
+            # A limit appeared, or the window runs low: the calls taken in a batch stop here,
+            # the script decides again.
             self._spare_drop()
         self._observe(
             keys=self._keys,

@@ -14,6 +14,7 @@ from django.conf import settings
 from integrations.intercom.client import IntercomClient, RateLimit
 from integrations.intercom.sandbox import Sandbox
 from streaming.delivery.ratelimit import (
+    BATCHED_ABOVE,
     RESET_GUARD,
     UNLIMITED_BATCH,
     LocalRateLimiter,
@@ -145,3 +146,69 @@ def test_a_limit_that_appears_after_answers_without_one_is_kept() -> None:
     assert windows[full_window] <= LIMIT, windows
     assert windows[full_window] >= 0.9 * LIMIT, windows
     assert statuses.count(429) <= UNLIMITED_BATCH
+
+
+def _scripts_counted(limiter: RedisRateLimiter) -> Counter[str]:
+    """Count the Redis scripts the limiter runs (each is a round trip per call it covers)."""
+    runs: Counter[str] = Counter()
+    for name in ("_acquire", "_observe"):
+        script = getattr(limiter, name)
+
+        def counted(*args, _script=script, _name=name, **kwargs):
+            runs[_name] += 1
+            return _script(*args, **kwargs)
+
+        setattr(limiter, name, counted)
+    return runs
+
+
+def _away_from_a_window_end() -> None:
+    if time.time() % 10 > 8:
+        time.sleep(10 - time.time() % 10 + 0.05)
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_window_far_above_what_the_workers_use_takes_calls_in_batches() -> None:
+    # given a workspace announcing a huge window on every answer (the sandbox's default)
+    with Sandbox(rate_limit=1_000_000) as sandbox:
+        destination_id = 10_000_000 + uuid.uuid4().int % 1_000_000
+        limiter = RedisRateLimiter(
+            client=redis.Redis.from_url(settings.REDIS_URL), destination_id=destination_id
+        )
+        limiter.reset()
+        runs = _scripts_counted(limiter)
+        client = IntercomClient(
+            base_url=sandbox.url, token="sandbox-token", api_version="2.16", limiter=limiter
+        )
+        # when 200 calls go out
+        statuses = [client.me().status for _ in range(200)]
+        client.close()
+        limiter.reset()
+    # then they went in batches: a few scripts, not two per call
+    assert statuses == [200] * 200
+    assert sum(runs.values()) <= 200 // UNLIMITED_BATCH + 4, runs
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
+def test_a_window_running_low_is_counted_call_by_call() -> None:
+    # given a window only a little above what batches are taken from
+    _away_from_a_window_end()
+    with Sandbox(rate_limit=BATCHED_ABOVE + 5) as sandbox:
+        destination_id = 10_000_000 + uuid.uuid4().int % 1_000_000
+        limiter = RedisRateLimiter(
+            client=redis.Redis.from_url(settings.REDIS_URL), destination_id=destination_id
+        )
+        limiter.reset()
+        client = IntercomClient(
+            base_url=sandbox.url, token="sandbox-token", api_version="2.16", limiter=limiter
+        )
+        for _ in range(20):  # the probe, then a batch whose answers say the window runs low
+            client.me()
+        runs = _scripts_counted(limiter)
+        # when ten more calls go out
+        statuses = [client.me().status for _ in range(10)]
+        client.close()
+        limiter.reset()
+    # then each was counted in Redis before it went, and reported after
+    assert statuses == [200] * 10
+    assert runs == Counter({"_acquire": 10, "_observe": 10})

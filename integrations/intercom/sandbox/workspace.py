@@ -370,7 +370,8 @@ class Workspace:
         if source is None or target is None:
             return _not_found()
         if source["role"] != "lead" or target["role"] != "user":
-            return error(400, "parameter_invalid", "Can only merge a lead into a user")
+            # As Intercom answers a user merged into a user (or into a lead).
+            return error(400, "invalid_merge", "Only a lead can be merged into a user")
         duplicates = (source.get("email") and source.get("email") == target.get("email")) or (
             source.get("phone") and source.get("phone") == target.get("phone")
         )

@@ -27,7 +27,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--hang-seconds", type=float, default=60.0)
         parser.add_argument(
-            "--rate-limit", type=int, default=0, help="requests per 10 s window (0: unlimited)"
+            "--rate-limit", type=int, default=0, help="requests per 10 s window (0: the default)"
+        )
+        parser.add_argument(
+            "--default-rate-limit",
+            type=int,
+            default=1_000_000,
+            help="window announced without --rate-limit (0: no rate-limit headers)",
         )
         parser.add_argument("--search-lag-seconds", type=float, default=0.0)
         parser.add_argument("--event-name-limit", type=int, default=120)
@@ -47,6 +53,7 @@ class Command(BaseCommand):
             hang_rate=options["hang_rate"],
             hang_seconds=options["hang_seconds"],
             rate_limit=options["rate_limit"],
+            default_rate_limit=options["default_rate_limit"],
             search_lag_seconds=options["search_lag_seconds"],
             event_name_limit=options["event_name_limit"],
             force_status=options["force_status"],

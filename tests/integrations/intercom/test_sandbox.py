@@ -269,7 +269,20 @@ def test_the_rate_limit_window_sends_headers_and_429(intercom_sandbox, api):
     assert error_code(responses[2]) == "rate_limit_exceeded"
 
 
-def test_no_rate_limit_means_no_rate_limit_headers(api):
+def test_without_a_set_limit_the_default_window_is_announced_on_every_answer(intercom_sandbox, api):
+    # Intercom sends the headers on every authenticated answer, whatever the limit.
+    headers = api("GET", "/me").headers
+    missing = api("GET", "/contacts/nope").headers
+
+    assert headers["X-RateLimit-Limit"] == "1000000"
+    assert int(headers["X-RateLimit-Remaining"]) >= 999_990
+    assert int(headers["X-RateLimit-Reset"]) % 10 == 0
+    assert missing["X-RateLimit-Limit"] == "1000000"
+
+
+def test_a_default_window_of_zero_sends_no_rate_limit_headers(intercom_sandbox, api):
+    intercom_sandbox.configure(default_rate_limit=0)
+
     assert "X-RateLimit-Limit" not in api("GET", "/me").headers
 
 

@@ -31,6 +31,7 @@ JAN_1_2024 = 1704067200
 JUNE_1_2024 = 1717200000
 LIMIT_REASON = "Intercom keeps at most 10 metadata keys"
 LIST_REASON = "lists are not accepted by Intercom"
+RANGE_REASON = "outside 1970-01-01..2100-01-01 (Intercom's Unix seconds)"
 
 
 def identify(traits: dict | None = None, **call: Any) -> dict:
@@ -253,6 +254,20 @@ MAPPING_CASES = [
         id="identify-integer-too-large",
     ),
     pytest.param(
+        identify({"createdAt": "0001-01-01T00:00:00Z"}),
+        SyncConfig(),
+        [contact()],
+        [("traits.createdAt", RANGE_REASON)],
+        id="identify-created-at-out-of-range",
+    ),
+    pytest.param(
+        identify({"ends": "9999-12-31"}),
+        ALL,
+        [contact()],
+        [("traits.ends", RANGE_REASON)],
+        id="identify-date-attribute-out-of-range",
+    ),
+    pytest.param(
         identify({"company": {"id": "c1", "name": "Acme", "plan": "pro", "employees": 12}}),
         SyncConfig(),
         [
@@ -433,6 +448,30 @@ MAPPING_CASES = [
         id="track-null-dropped",
     ),
     pytest.param(
+        track(properties={"big": 2**63, "huge": 10**300, "fine": 2**63 - 1}),
+        ALL,
+        [event(metadata={"fine": 2**63 - 1})],
+        [
+            ("properties.big", "integer too large for Intercom (64 bits)"),
+            ("properties.huge", "integer too large for Intercom (64 bits)"),
+        ],
+        id="track-integer-too-large",
+    ),
+    pytest.param(
+        track(properties={"renewal_date": "2024-06-01", "trial_date": T, "bad_date": "soon"}),
+        ALL,
+        [event(metadata={"renewal_date": JUNE_1_2024, "trial_date": T_UNIX})],
+        [("properties.bad_date", "not a date (ISO 8601 or Unix time)")],
+        id="track-date-keys-become-unix-seconds",
+    ),
+    pytest.param(
+        track(properties={f"k{i}": i for i in range(12)}),
+        SyncConfig(send_all_properties=True, event_metadata=(("properties.k11", "k11"),)),
+        [event(metadata={"k11": 11, **{f"k{i}": i for i in range(9)}})],
+        [("properties.k9", LIMIT_REASON), ("properties.k10", LIMIT_REASON)],
+        id="track-mapped-keys-first-then-alphabetical",
+    ),
+    pytest.param(
         track(),
         SyncConfig(missing_contact="skip"),
         [event(missing_contact="skip")],
@@ -514,6 +553,26 @@ MAPPING_CASES = [
         ],
         [("traits.monthly_spend", "outside 0..2147483647 (Intercom)")],
         id="group-monthly-spend-limit",
+    ),
+    pytest.param(
+        group({"employees": 10**300}),
+        SyncConfig(),
+        [
+            CompanyUpsert(company_id="g1", fields={}, custom_attributes={}),
+            CompanyAttach(company_id="g1"),
+        ],
+        [("traits.employees", "outside 0..2147483647 (Intercom)")],
+        id="group-size-limit",
+    ),
+    pytest.param(
+        group({"createdAt": "9999-12-31T23:59:59Z"}),
+        SyncConfig(),
+        [
+            CompanyUpsert(company_id="g1", fields={}, custom_attributes={}),
+            CompanyAttach(company_id="g1"),
+        ],
+        [("traits.createdAt", RANGE_REASON)],
+        id="group-created-at-out-of-range",
     ),
     # --- page / screen -----------------------------------------------------------------------
     pytest.param(
@@ -610,6 +669,12 @@ SKIP_CASES = [
         SyncConfig(),
         "event name longer than 255 characters",
         id="track-name-over-255",
+    ),
+    pytest.param(
+        track(timestamp="0001-01-01T00:00:00Z"),
+        SyncConfig(),
+        f"timestamp 0001-01-01T00:00:00Z is {RANGE_REASON}",
+        id="track-timestamp-out-of-range",
     ),
     pytest.param(
         group(),
@@ -714,7 +779,8 @@ IDENTITY_CASES = [
     pytest.param(
         track(userId=None, anonymousId="a1"),
         SyncConfig(anonymous="anonymous_id"),
-        Identity(user_key="a1", external_id="a1", email=None),
+        # a lead: only a lead can be merged into the user an alias names later
+        Identity(user_key="a1", external_id="a1", email=None, role="lead"),
         id="identity-anonymous-id",
     ),
     pytest.param(
