@@ -91,8 +91,10 @@ def main() -> None:
         stored_per_round.append(Event.objects.filter(message_id__startswith=f"{tag}-").count())
         print(f"  round {round_number + 1}: {dict(statuses)}", flush=True)
 
+    # Retries the web workers logged ("ingest deadlock" before the lock order was fixed).
     retries = sum(
-        line.count("ingest contention") for line in web.log.read_text(errors="replace").splitlines()
+        "ingest contention" in line or "ingest deadlock" in line
+        for line in web.log.read_text(errors="replace").splitlines()
     )
     figures = {
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
