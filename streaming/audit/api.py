@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import generics, permissions, serializers
 from rest_framework.request import Request
 
@@ -86,6 +92,73 @@ class AuditDeliverySerializer(serializers.ModelSerializer):
         return delivery.event.message_id.startswith(TEST_MESSAGE_PREFIX)
 
 
+# --- the OpenAPI description: the parameters, and the answers other than 200 ----------------------
+
+
+class AuditRefusal(serializers.Serializer):
+    """DRF's answer to a request it refuses."""
+
+    detail = serializers.CharField()
+
+
+class InvalidText(serializers.Serializer):
+    """The answer to a NUL character in the path or the query (config.middleware)."""
+
+    success = serializers.BooleanField(help_text="Always false.")
+    code = serializers.ChoiceField(choices=["invalid_text"])
+    message = serializers.CharField()
+
+
+_NOT_FOUND = (
+    "No such page (JSON), or a path no route matches (Django's HTML page): a user_id with a "
+    "line break, or one that is `.` or `..`."
+)
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "user_id",
+            # Django's <path:> converter matches any character but a line break.
+            {"type": "string", "pattern": "^[^\\n]+$"},
+            OpenApiParameter.PATH,
+            description="An event's userId, or the key a sync matched the user by (an external "
+            "id, an email). It may contain slashes, not line breaks.",
+            examples=[OpenApiExample("user", value="user-42")],
+        ),
+        OpenApiParameter(
+            "page",
+            {
+                "oneOf": [
+                    {"type": "integer", "minimum": 1},
+                    {"type": "string", "enum": ["last", ""]},
+                ]
+            },
+            OpenApiParameter.QUERY,
+            description="A page number (50 deliveries a page), `last`, or empty for the first.",
+        ),
+        OpenApiParameter(
+            "WWW-Authenticate",
+            OpenApiTypes.STR,
+            OpenApiParameter.HEADER,
+            required=True,
+            response=[401],
+            description="`Token`: the scheme to authenticate with.",
+        ),
+    ],
+    responses={
+        200: AuditDeliverySerializer(many=True),
+        400: OpenApiResponse(InvalidText, description="The path or the query holds NUL (%00)."),
+        401: OpenApiResponse(AuditRefusal, description="No credentials, or a wrong token."),
+        403: OpenApiResponse(
+            AuditRefusal, description="The account lacks streaming.view_delivery."
+        ),
+        # A path that reaches no route at all (a user_id with a line break; "." or "..", which
+        # HTTP clients resolve away) gets Django's own page: one description serves both.
+        (404, "application/json"): OpenApiResponse(AuditRefusal, description=_NOT_FOUND),
+        (404, "text/html"): OpenApiResponse(OpenApiTypes.STR, description=_NOT_FOUND),
+    },
+)
 class UserDeliveriesView(generics.ListAPIView):
     """Every delivery about one user, newest first, each with its event and HTTP attempts.
 

@@ -6,8 +6,7 @@ in the body, bodies may be gzip-compressed, and errors answer ``{"code", "messag
 SDKs expect. Each view parses, authenticates, validates (``streaming.ingest.segment``) and calls one
 service (``streaming.ingest.events.events_ingest``); 200 means the events are committed.
 
-A little over our usual ~400 lines: most of it is the OpenAPI description of each view
-(drf-spectacular serializers and examples), which belongs beside the view it describes.
+What each view accepts and answers is described for OpenAPI in ``streaming.ingest.openapi``.
 """
 
 from __future__ import annotations
@@ -22,14 +21,12 @@ from typing import Any, ClassVar
 
 from django.db import OperationalError
 from django.utils import timezone
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import (
     OpenApiExample,
-    OpenApiResponse,
     extend_schema,
     extend_schema_view,
 )
-from rest_framework import serializers, status
+from rest_framework import status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import APIException, AuthenticationFailed
 from rest_framework.parsers import JSONParser
@@ -42,6 +39,16 @@ from rest_framework.views import APIView
 from integrations.models import WriteKey
 from integrations.services import TooManyFailedKeys, write_key_authenticate
 from streaming.ingest.events import events_ingest
+from streaming.ingest.openapi import (
+    ANSWER_HEADERS,
+    BATCH_DESCRIPTION,
+    BATCH_RESPONSES,
+    CALL_RESPONSES,
+    CALL_SHAPES,
+    BatchBody,
+    IngestAutoSchema,
+    call_description,
+)
 from streaming.ingest.ratelimit import write_key_rate_check
 from streaming.ingest.segment import (
     MAX_BATCH_BYTES,
@@ -131,122 +138,6 @@ class WriteKeyAuthentication(BaseAuthentication):
         return 'Basic realm="Switchboard write key"'
 
 
-class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "streaming.ingest.api.WriteKeyAuthentication"
-    name = "writeKey"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {
-            "type": "http",
-            "scheme": "basic",
-            "description": "The write key as the username, an empty password. A `writeKey` "
-            "field in the body is accepted too.",
-        }
-
-
-# --- documentation shapes (OpenAPI only: validation is streaming.ingest.segment, shared with Python) ---
-
-
-class _CallFields(serializers.Serializer):
-    userId = serializers.CharField(required=False, help_text="userId or anonymousId is required.")
-    anonymousId = serializers.CharField(required=False)
-    messageId = serializers.CharField(
-        required=False, help_text="Idempotency key per source; generated when absent."
-    )
-    timestamp = serializers.DateTimeField(
-        required=False, help_text="When it happened; kept as sent (backfills)."
-    )
-    originalTimestamp = serializers.DateTimeField(
-        required=False,
-        help_text="The client's clock; corrected by receivedAt - (sentAt - originalTimestamp).",
-    )
-    sentAt = serializers.DateTimeField(required=False)
-    context = serializers.DictField(required=False)
-    integrations = serializers.DictField(
-        required=False, help_text='Per-call opt-outs, e.g. {"Intercom": false}.'
-    )
-    writeKey = serializers.CharField(required=False, help_text="Instead of HTTP Basic.")
-
-
-class IdentifyCall(_CallFields):
-    traits = serializers.DictField(required=False)
-
-
-class TrackCall(_CallFields):
-    event = serializers.CharField(max_length=255)
-    properties = serializers.DictField(required=False)
-
-
-class GroupCall(_CallFields):
-    groupId = serializers.CharField()
-    traits = serializers.DictField(required=False)
-
-
-class PageCall(_CallFields):
-    name = serializers.CharField(required=False)
-    category = serializers.CharField(required=False)
-    properties = serializers.DictField(required=False)
-
-
-class ScreenCall(_CallFields):
-    name = serializers.CharField(required=False)
-    properties = serializers.DictField(required=False)
-
-
-class AliasCall(_CallFields):
-    previousId = serializers.CharField()
-    userId = serializers.CharField()
-
-
-class BatchBody(serializers.Serializer):
-    batch = serializers.ListField(
-        child=serializers.DictField(),
-        help_text="Calls, each with its `type` (identify, track, group, page, screen, alias).",
-    )
-    context = serializers.DictField(required=False, help_text="Shared by every call.")
-    integrations = serializers.DictField(required=False, help_text="Shared by every call.")
-    sentAt = serializers.DateTimeField(required=False)
-    writeKey = serializers.CharField(required=False)
-
-
-class Accepted(serializers.Serializer):
-    success = serializers.BooleanField()
-    duplicate = serializers.BooleanField(
-        help_text="True when this messageId was already stored (acknowledged, not stored again)."
-    )
-
-
-class RejectedItem(serializers.Serializer):
-    index = serializers.IntegerField()
-    reason = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
-
-
-class BatchAccepted(serializers.Serializer):
-    success = serializers.BooleanField()
-    accepted = serializers.IntegerField(help_text="Calls newly stored.")
-    duplicates = serializers.IntegerField(help_text="Calls whose messageId was already stored.")
-    rejected = RejectedItem(many=True)
-
-
-class ErrorAnswer(serializers.Serializer):
-    success = serializers.BooleanField()
-    code = serializers.CharField()
-    message = serializers.CharField()
-    errors = serializers.JSONField(required=False)
-
-
-_ERRORS = {
-    400: OpenApiResponse(ErrorAnswer, description="Malformed JSON or invalid fields."),
-    401: OpenApiResponse(ErrorAnswer, description="Missing, unknown or revoked write key."),
-    413: OpenApiResponse(
-        ErrorAnswer,
-        description="Over 32 KB a call (as stored) or 500 KB a batch (1 MB as stored).",
-    ),
-    429: OpenApiResponse(ErrorAnswer, description="Write key rate limit; see Retry-After."),
-}
-
-
 def _raw_body(request: Request, limit: int) -> bytes:
     """The request's bytes, a chunked body included (at most ``limit + 1`` of them).
 
@@ -283,6 +174,7 @@ class _IngestView(APIView):
     # limits) and never touches request.data.
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
+    schema = IngestAutoSchema()
     throttle_classes: ClassVar[list] = []
     max_bytes = MAX_CALL_BYTES
 
@@ -396,7 +288,7 @@ class CallView(_IngestView):
         return Response({"success": True, "duplicate": bool(result.duplicates)})
 
 
-def _call_view(call_type: str, request: type[serializers.Serializer], summary: str) -> type:
+def _call_view(call_type: str, summary: str) -> type:
     example = {
         "identify": {"userId": "u-42", "traits": {"email": "ada@example.com", "plan": "pro"}},
         "track": {"userId": "u-42", "event": "Order Completed", "properties": {"total": 42.5}},
@@ -415,19 +307,21 @@ def _call_view(call_type: str, request: type[serializers.Serializer], summary: s
         operation_id=f"v1_{call_type}",
         summary=summary,
         tags=["ingest"],
-        request=request,
-        responses={200: Accepted, **_ERRORS},
+        description=call_description(call_type),
+        request=CALL_SHAPES[call_type],
+        responses=CALL_RESPONSES,
+        parameters=ANSWER_HEADERS,
         examples=[OpenApiExample(call_type, value=example, request_only=True)],
     )(view.post)
     return view
 
 
-IdentifyView = _call_view("identify", IdentifyCall, "Who a user is (upserts the Intercom contact)")
-TrackView = _call_view("track", TrackCall, "Something a user did (an Intercom data event)")
-GroupView = _call_view("group", GroupCall, "The company a user belongs to")
-PageView = _call_view("page", PageCall, "A web page view")
-ScreenView = _call_view("screen", ScreenCall, "A mobile screen view")
-AliasView = _call_view("alias", AliasCall, "Merge an anonymous identity into a user")
+IdentifyView = _call_view("identify", "Who a user is (upserts the Intercom contact)")
+TrackView = _call_view("track", "Something a user did (an Intercom data event)")
+GroupView = _call_view("group", "The company a user belongs to")
+PageView = _call_view("page", "A web page view")
+ScreenView = _call_view("screen", "A mobile screen view")
+AliasView = _call_view("alias", "Merge an anonymous identity into a user")
 
 
 class BatchView(_IngestView):
@@ -439,13 +333,10 @@ class BatchView(_IngestView):
         operation_id="v1_batch",
         summary="Many calls at once (what the SDKs send); /v1/import is the same",
         tags=["ingest"],
+        description=BATCH_DESCRIPTION,
         request=BatchBody,
-        responses={
-            200: OpenApiResponse(
-                BatchAccepted, description="Valid calls stored; each rejected one listed."
-            ),
-            **_ERRORS,
-        },
+        responses=BATCH_RESPONSES,
+        parameters=ANSWER_HEADERS,
         examples=[
             OpenApiExample(
                 "batch",

@@ -100,13 +100,15 @@ def _id_string(value: Any, field: str, errors: dict[str, list[str]]) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         errors.setdefault(field, []).append("Must be a string or a number.")
         return ""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # 42.0 from a JavaScript client is the id "42"
-    text = str(value).strip()
-    if len(text) > ID_MAX_LENGTH:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        # 42.0 from a JavaScript client is the id "42"; from 1e21 on, "1e+21" as JavaScript
+        # prints it (not 22 digits and more, which could pass the 255-character limit).
+        value = int(value)
+    text = str(value)
+    if len(text) > ID_MAX_LENGTH:  # counted as sent, surrounding spaces included
         errors.setdefault(field, []).append(f"At most {ID_MAX_LENGTH} characters.")
         return ""
-    return text
+    return text.strip()
 
 
 def timestamp_parse(value: Any) -> datetime:
@@ -196,6 +198,8 @@ def call_normalise(
         value = raw.get(field)
         if value is not None and not isinstance(value, dict):
             errors.setdefault(field, []).append("Must be an object.")
+    if not isinstance(raw.get("writeKey"), str | None):  # dropped before storing, yet a key is text
+        errors["writeKey"] = ["Must be a string."]
 
     user_id = _id_string(raw.get("userId"), "userId", errors)
     anonymous_id = _id_string(raw.get("anonymousId"), "anonymousId", errors)
@@ -346,6 +350,10 @@ def batch_normalise(body: Any, *, received_at: datetime) -> tuple[list[Call], li
             defaults[field] = value
         else:
             errors[field] = ["Must be an object."]
+    if not isinstance(body.get("writeKey"), str | None):
+        errors["writeKey"] = ["Must be a string."]
+    # Checked here too, not only by the calls that take it: one with its own sentAt never reads it.
+    _timestamp_field(body, "sentAt", errors)
     if errors:
         raise InvalidCall(errors)
     defaults_bytes = json_size(defaults) if defaults else 0  # storable, and its size
