@@ -6,6 +6,9 @@ shapes, so that what ``/api/schema/`` calls valid is what the server accepts, an
 invalid is refused; ``tests/test_openapi_contract.py`` runs schemathesis against a live server to
 keep the two together. What JSON Schema cannot say (sizes counted in bytes, the NUL character
 refused anywhere in a call, the calendar's ends) is said in the descriptions.
+
+Over our usual ~400 lines: one shape per call type, the batch's union of them and every error
+answer, read together when a rule changes (splitting them would split one description).
 """
 
 from __future__ import annotations
