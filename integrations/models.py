@@ -208,8 +208,12 @@ class Sync(models.Model):
     """Source(s) -> Destination, and how calls become Intercom requests."""
 
     class Status(models.TextChoices):
-        ENABLED = "enabled", "Enabled"
-        PAUSED = "paused", "Paused"
+        # Paused holds: what arrives is stored and waits, nothing is sent until it is enabled
+        # again (an operator pausing during an Intercom incident must lose nothing). Disabled
+        # drops: what arrives is not stored, only counted (health page, "filtered").
+        ENABLED = "enabled", "Enabled: sends"
+        PAUSED = "paused", "Paused: holds what arrives, sends it when enabled again"
+        DISABLED = "disabled", "Disabled: drops what arrives (counted)"
 
     class MatchBy(models.TextChoices):
         EXTERNAL_ID = "external_id", "external_id (a user property)"

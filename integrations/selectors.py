@@ -37,12 +37,17 @@ DESTINATION_HEALTH_FIELDS = frozenset(
 
 @dataclass(frozen=True)
 class SyncRoute:
-    """One enabled sync that takes the calls of a source: where they go and how."""
+    """One sync that takes the calls of a source: where they go and how.
+
+    Enabled and paused syncs store deliveries (a paused one holds them); a disabled one is
+    routed too, so that what it drops is counted.
+    """
 
     sync_id: int
     destination_id: int
     config: SyncConfig
     rules: tuple[FilterRule, ...]
+    disabled: bool = False
 
 
 def sync_config_build(*, sync: Sync) -> SyncConfig:
@@ -114,7 +119,7 @@ def _routes_version() -> Any:
 
 def _routes_load(source_id: int) -> tuple[SyncRoute, ...]:
     syncs = (
-        Sync.objects.filter(sources__id=source_id, status=Sync.Status.ENABLED)
+        Sync.objects.filter(sources__id=source_id)
         .prefetch_related("filters", "mappings")
         .order_by("id")
     )
@@ -124,6 +129,7 @@ def _routes_load(source_id: int) -> tuple[SyncRoute, ...]:
             destination_id=sync.destination_id,
             config=sync_config_build(sync=sync),
             rules=filter_rules_build(sync=sync),
+            disabled=sync.status == Sync.Status.DISABLED,
         )
         for sync in syncs
     )

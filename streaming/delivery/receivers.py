@@ -3,6 +3,9 @@
 Ingest announces lanes with new deliveries (``lanes_queued``): the workers are woken from the
 publishing thread (``wakeups``).
 
+A sync enabled again (after a pause) sends what it held: its pending deliveries get a fresh retry
+window (the pause must not use it up) and its lanes are woken.
+
 A destination whose token Intercom refused (401) holds its deliveries; saving it with a different
 token is the operator's "I fixed it": the hold is lifted and its lanes are woken at once.
 """
@@ -15,7 +18,8 @@ from django.db import transaction
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
-from integrations.models import Destination
+from integrations.models import Destination, Sync
+from streaming.delivery.replay import sync_held_release
 from streaming.delivery.sweep import destination_lanes_wake
 from streaming.delivery.wakeups import lanes_wake_soon
 from streaming.signals import lanes_queued
@@ -49,3 +53,18 @@ def destination_lanes_wake_after_token(sender: type, instance: Destination, **kw
         instance.auth_failed_at = None
 
         transaction.on_commit(lambda: destination_lanes_wake(destination_id=instance.pk))
+
+
+@receiver(pre_save, sender=Sync, dispatch_uid="switchboard.sync_resumed")
+def sync_status_changing(sender: type, instance: Sync, **kwargs: Any) -> None:
+    if instance.pk is None or not instance.is_enabled:
+        return
+    before = Sync.objects.filter(pk=instance.pk).values_list("status", flat=True).first()
+    instance._switchboard_resumed = before is not None and before != Sync.Status.ENABLED
+
+
+@receiver(post_save, sender=Sync, dispatch_uid="switchboard.sync_held_release")
+def sync_resumed_release(sender: type, instance: Sync, **kwargs: Any) -> None:
+    if getattr(instance, "_switchboard_resumed", False):
+        instance._switchboard_resumed = False
+        sync_held_release(sync=instance)

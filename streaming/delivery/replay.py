@@ -112,6 +112,20 @@ def deliveries_replay(*, deliveries: QuerySet[Delivery]) -> QueueChange:
     return QueueChange(deliveries=count, lanes=len(woken))
 
 
+def sync_held_release(*, sync: Sync) -> QueueChange:
+    """Send what a paused sync held, now that it is enabled again, in each user's order.
+
+    Its pending deliveries start a fresh retry window (the time the sync was paused must not
+    count against it) and their lanes are made due and woken after the commit.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        held = Delivery.objects.filter(sync=sync, status=Delivery.Status.PENDING)
+        count = held.update(window_started_at=now)
+        woken = _lanes_make_due(lane_ids=held.values("lane_id"), now=now) if count else []
+    return QueueChange(deliveries=count, lanes=len(woken))
+
+
 def sync_replayable_deliveries(*, sync: Sync) -> QuerySet[Delivery]:
     """Every failed or expired delivery of a sync (the health page's "replay all")."""
     return Delivery.objects.filter(sync=sync, status__in=REPLAYABLE)

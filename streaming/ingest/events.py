@@ -4,8 +4,9 @@
 API and the Intercom webhook source:
 
 1. calls repeating a messageId within the batch are acknowledged and dropped;
-2. each enabled sync of the source gives its verdict on each call (``routes_plan``): filtered
-   out with a reason, or delivered in the lane of the user that ``identity_resolve`` names;
+2. each sync of the source gives its verdict on each call (``routes_plan``): filtered out with a
+   reason (a disabled sync drops everything), or delivered in the lane of the user that
+   ``identity_resolve`` names (a paused sync's deliveries wait in their lanes);
 3. ``storage.calls_store`` writes the events (a messageId the source already sent is skipped),
    the lanes and the deliveries in one transaction (one statement on PostgreSQL);
 4. only after commit: the lanes are announced (``lanes_queued``, which wakes the workers), the
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _CONTENTION_RETRIES = 6  # pauses of about 20, 40, 80, 160, 320 ms between them
 USER_KEY_MAX_LENGTH = Lane._meta.get_field("user_key").max_length
+SYNC_DISABLED = "the sync is disabled: what arrives is dropped"
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,15 @@ class Route:
 
 
 def routes_plan(calls: Sequence[Call], source_id: int) -> list[list[Route]]:
-    """Per call, each enabled sync's verdict (pure Python once the routes are loaded)."""
+    """Per call, each sync's verdict (pure Python once the routes are loaded)."""
     routes = routes_for_source(source_id=source_id)
     plans: list[list[Route]] = []
     for call in calls:
         verdicts: list[Route] = []
         for route in routes:
+            if route.disabled:
+                verdicts.append(Route(sync_id=route.sync_id, reason=SYNC_DISABLED))
+                continue
             reason = filters_evaluate(call=call.payload, rules=route.rules)
             if reason is not None:
                 verdicts.append(Route(sync_id=route.sync_id, reason=reason))

@@ -83,19 +83,22 @@ def test_a_sync_becomes_the_config_the_mapping_reads() -> None:
     )
 
 
-def test_a_source_routes_to_its_enabled_syncs_with_their_filters() -> None:
+def test_a_source_routes_to_its_syncs_with_their_filters_a_disabled_one_marked() -> None:
     source = SourceFactory()
     enabled = SyncFactory(sources=[source])
-    SyncFactory(sources=[source], status=Sync.Status.PAUSED)
+    paused = SyncFactory(sources=[source], status=Sync.Status.PAUSED)  # holds: routed
+    disabled = SyncFactory(sources=[source], status=Sync.Status.DISABLED)  # drops, counted
     SyncFactory()  # another source's
 
     assert routes_for_source(source_id=source.pk) == [
         SyncRoute(
-            sync_id=enabled.pk,
-            destination_id=enabled.destination_id,
+            sync_id=sync.pk,
+            destination_id=sync.destination_id,
             config=SyncConfig(),
             rules=(BLOCK_INTERCOM,),
+            disabled=sync is disabled,
         )
+        for sync in (enabled, paused, disabled)
     ]
 
 
@@ -128,8 +131,8 @@ def _remove_filters(sync: Sync, source: Source) -> None:
     sync.filters.all().delete()
 
 
-def _pause(sync: Sync, source: Source) -> None:
-    sync.status = Sync.Status.PAUSED
+def _disable(sync: Sync, source: Source) -> None:
+    sync.status = Sync.Status.DISABLED
     sync.save()
 
 
@@ -153,7 +156,7 @@ CHANGES = [
         id="a-new-filter",
     ),
     pytest.param(_remove_filters, lambda sync: [(sync.pk, 0, SyncConfig())], id="filters-deleted"),
-    pytest.param(_pause, lambda sync: [], id="sync-paused"),
+    pytest.param(_disable, lambda sync: [(sync.pk, 1, SyncConfig(), True)], id="sync-disabled"),
     pytest.param(
         _add_mapping,
         lambda sync: [(sync.pk, 1, SyncConfig(contact_attributes=(("traits.plan", "plan"),)))],
@@ -181,7 +184,9 @@ def test_an_admin_change_reaches_ingest_on_the_next_call(
     change(sync, source)
 
     routes = routes_for_source(source_id=source.pk)
-    assert [(route.sync_id, len(route.rules), route.config) for route in routes] == expected(sync)
+    seen = [(route.sync_id, len(route.rules), route.config, route.disabled) for route in routes]
+    # (sync id, number of rules, config), and True for a disabled sync's route
+    assert [route if route[3] else route[:3] for route in seen] == expected(sync)
 
 
 def test_a_version_bumped_by_another_process_reloads_the_routes() -> None:

@@ -176,18 +176,32 @@ def test_an_idle_lane_is_marked_due_and_a_retrying_lane_keeps_its_backoff(client
     assert Lane.objects.get(user_key="retrying").next_attempt_at == later
 
 
-def test_fan_out_reaches_only_the_enabled_syncs_of_the_source(client, write_key, source, sync):
+def test_fan_out_reaches_the_syncs_of_the_source_a_disabled_one_counting_its_drop(
+    client, write_key, source, sync, django_capture_on_commit_callbacks
+):
     other_source_sync = SyncFactory(sources=[SourceFactory()])
     paused = SyncFactory(sources=[source], status=Sync.Status.PAUSED)
+    disabled = SyncFactory(sources=[source], status=Sync.Status.DISABLED)
     second = SyncFactory(sources=[source])
 
-    post(client, "/v1/identify", {"userId": "u1"}, write_key)
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client, "/v1/identify", {"userId": "u1"}, write_key)
 
-    assert set(Delivery.objects.values_list("sync_id", flat=True)) == {sync.pk, second.pk}
-    assert not Delivery.objects.filter(sync__in=[other_source_sync, paused]).exists()
+    # a paused sync holds its delivery (pending, sent once it is enabled); a disabled one drops
+    assert set(Delivery.objects.values_list("sync_id", flat=True)) == {
+        sync.pk,
+        second.pk,
+        paused.pk,
+    }
+    assert not Delivery.objects.filter(sync__in=[other_source_sync, disabled]).exists()
     assert set(Lane.objects.values_list("sync_id", "user_key")) == {
         (sync.pk, "u1"),
         (second.pk, "u1"),
+        (paused.pk, "u1"),
+    }
+    since = timezone.now() - timedelta(hours=1)
+    assert filtered_counts(sync_id=disabled.pk, since=since) == {
+        "the sync is disabled: what arrives is dropped": 1
     }
 
 
