@@ -13,6 +13,7 @@ from pathlib import Path
 
 import environ
 from corsheaders.defaults import default_headers
+from django.templatetags.static import static
 
 from config.local_secrets import local_secrets_load
 
@@ -40,11 +41,16 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    # The admin's theme (django-unfold) comes before the admin, whose templates it replaces.
+    "unfold",
+    "unfold.contrib.filters",  # its text filter: event names are typed, not listed
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # WhiteNoise serves /static/ under runserver too, as it does under gunicorn.
+    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
@@ -57,6 +63,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # /static/ from the web process itself: no proxy needed for a styled admin.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.middleware.NulCharactersRefused",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -128,8 +136,31 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Times to the second, with the timezone, on every admin page (config/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["config.formats"]
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = VAR_DIR / "static"  # filled by `manage.py collectstatic` (bin/run does it)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Gzip copies made by collectstatic, which WhiteNoise sends to browsers that accept them.
+    # Not the manifest variant: it would refuse to render any page before collectstatic ran.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# The admin's theme (django-unfold): its sidebar and index page are the operator's console.
+UNFOLD = {
+    "SITE_TITLE": "Switchboard",
+    "SITE_HEADER": "Switchboard",
+    "SITE_SUBHEADER": "Segment calls into Intercom",
+    "SITE_SYMBOL": "hub",
+    "SITE_URL": None,  # there is no public site: no "View site" link
+    "SHOW_VIEW_ON_SITE": False,
+    "STYLES": [lambda request: static("switchboard/admin.css")],
+    "SCRIPTS": [lambda request: static("switchboard/admin.js")],
+    "DASHBOARD_CALLBACK": "streaming.audit.views.admin_index",
+    "SIDEBAR": {"navigation": "streaming.audit.views.admin_navigation"},
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -1,31 +1,45 @@
 """The operator's console for the control plane: sources, write keys, destinations, syncs.
 
-Secrets are write-only (integrations/forms.py). Write keys are issued through a dedicated page
-that shows the plaintext once and is never cached; "Check connection" asks Intercom's GET /me and
-records the answer on the destination's health fields.
+Every ModelAdmin derives from django-unfold's (the admin's theme). Secrets are write-only
+(integrations/forms.py). A write key is issued by a POST that redirects to the one page showing
+its plaintext, once: the key waits for that page encrypted in the session, and a reload finds it
+gone (never a second key). Intercom's GET /me checks a destination's token when it is saved and
+on "Check connection", and its answer is recorded on the destination's health fields.
 
-Over our usual ~400 lines: one ModelAdmin per control-plane model, plus the write-key page and
-"Check connection"; each is short.
+Over our usual ~400 lines: one ModelAdmin per control-plane model, plus the write-key pages, the
+token check, and Django's users and groups in the theme; each is short.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
+from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
-from django.utils.html import format_html
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
+from unfold.admin import ModelAdmin, TabularInline
+from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
+from unfold.widgets import UnfoldAdminCheckboxSelectMultipleWidget
 
 from integrations import services
+from integrations.encryption import secret_decrypt, secret_encrypt
 from integrations.forms import (
     DestinationForm,
     PropertyMappingInlineForm,
@@ -50,8 +64,12 @@ def _log(request: HttpRequest, obj: Any, action_flag: int, message: str) -> None
 
 # --- sources and write keys ----------------------------------------------------------------
 
+# The plaintext of keys just issued waits here, encrypted, for the one page that shows it: the
+# issuing POST redirects to that page (a reload must not issue another key), which pops it.
+ISSUED_KEYS_SESSION = "switchboard:issued-write-keys"
 
-class WriteKeyInline(admin.TabularInline):
+
+class WriteKeyInline(TabularInline):
     model = WriteKey
     form = WriteKeyInlineForm
     fields = ["prefix_shown", "label", "status", "created_at", "last_used_at", "revoke"]
@@ -69,27 +87,59 @@ class WriteKeyInline(admin.TabularInline):
 
     @admin.display(description="Status")
     def status(self, key: WriteKey) -> str:
-        return "active" if key.is_active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
+        if key.is_active:
+            return "active"
+        return f"revoked {date_format(timezone.localtime(key.revoked_at), 'DATETIME_FORMAT')}"
 
 
 @admin.register(Source)
-class SourceAdmin(admin.ModelAdmin):
+class SourceAdmin(ModelAdmin):
+    """Sources and their write keys. The data plane re-registers it with the source's traffic
+    (``streaming.audit.admin.SourceWithTrafficAdmin``): the control plane never reads events."""
+
     form = SourceForm
     list_display = ["name", "kind", "enabled", "active_write_keys", "created_at"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "write_keys__label", "write_keys__prefix"]
     inlines = [WriteKeyInline]
     actions = ["issue_write_keys"]
-
-    readonly_fields = ["webhook_url"]
+    readonly_fields = ["webhook_url", "used_by"]
+    # Each kind shows its own parts, also while the kind is being chosen (Alpine, in the page).
+    conditional_fields = {
+        "webhook_secret": "kind == 'intercom_webhook'",
+        "clear_webhook_secret": "kind == 'intercom_webhook'",
+    }
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # The secret is hidden in the page unless the kind is "Intercom webhook" (see
+        # conditional_fields): switching the kind shows it without a reload.
         fields = ["name", "kind", "enabled", "webhook_secret"]
         if obj is not None and obj.webhook_secret:
             fields.append("clear_webhook_secret")  # only when there is something to clear
         if obj is not None and obj.kind == Source.Kind.INTERCOM_WEBHOOK:
             fields.append("webhook_url")
+        if obj is not None:
+            fields.append("used_by")
         return fields
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        # Keys are issued once the source exists; a webhook source has none: Intercom signs
+        # its calls with the app's client secret.
+        if obj is None or obj.kind != Source.Kind.HTTP:
+            return []
+        return super().get_inlines(request, obj)
+
+    def response_add(self, request: HttpRequest, obj: Source, post_url_continue: Any = None) -> Any:
+        if obj.kind != Source.Kind.HTTP or "_addanother" in request.POST:
+            return super().response_add(request, obj, post_url_continue)
+        # An HTTP source is of no use without a key: go where it is issued.
+        self.message_user(
+            request,
+            f"The source “{obj}” was added. Issue its first write key: clients send it with "
+            "every call.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:integrations_source_issue_key", args=[obj.pk]))
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
         source = super().get_object(request, object_id, from_field)
@@ -114,6 +164,28 @@ class SourceAdmin(admin.ModelAdmin):
             url,
         )
 
+    @admin.display(description="Used by")
+    def used_by(self, source: Source) -> str:
+        syncs = source.syncs.select_related("destination").order_by("name")
+        if not syncs:
+            return "No sync sends this source's calls anywhere yet."
+        return format_html(
+            '<ul class="sb-plain-list">{}</ul>',
+            format_html_join(
+                "",
+                '<li><a href="{}">{}</a> &rarr; {} <span class="sb-muted">({})</span></li>',
+                (
+                    (
+                        reverse("admin:integrations_sync_change", args=[sync.pk]),
+                        sync.name,
+                        sync.destination.name,
+                        sync.status,
+                    )
+                    for sync in syncs
+                ),
+            ),
+        )
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Source]:
         return (
             super()
@@ -128,9 +200,12 @@ class SourceAdmin(admin.ModelAdmin):
         return source.active_keys if source.kind == Source.Kind.HTTP else "-"
 
     def get_urls(self) -> list[Any]:
-        view = self.admin_site.admin_view(self.issue_write_key_view)
+        issue = self.admin_site.admin_view(self.issue_write_key_view)
+        issued = self.admin_site.admin_view(self.issued_write_keys_view)
         return [
-            path("<path:object_id>/issue-write-key/", view, name="integrations_source_issue_key"),
+            # Before the change view's "<path:object_id>/", which would take it for an id.
+            path("write-key-issued/", issued, name="integrations_source_key_issued"),
+            path("<path:object_id>/issue-write-key/", issue, name="integrations_source_issue_key"),
             *super().get_urls(),
         ]
 
@@ -146,7 +221,7 @@ class SourceAdmin(admin.ModelAdmin):
                 source=source, label=form.cleaned_data["label"]
             )
             _log(request, source, CHANGE, f"Issued write key {key.prefix}…")
-            return self._issued_page(request, [(source, key, plaintext)])
+            return self._issued_redirect(request, [(key, plaintext)])
         context = {
             **self.admin_site.each_context(request),
             "title": f"Issue a new write key for {source}",
@@ -156,14 +231,34 @@ class SourceAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/integrations/write_key_issue.html", context)
 
-    def _issued_page(
-        self, request: HttpRequest, issued: list[tuple[Source, WriteKey, str]]
-    ) -> HttpResponse:
+    def _issued_redirect(
+        self, request: HttpRequest, issued: list[tuple[WriteKey, str]]
+    ) -> HttpResponseRedirect:
+        request.session[ISSUED_KEYS_SESSION] = [
+            {"key": key.pk, "secret": secret_encrypt(plaintext)} for key, plaintext in issued
+        ]
+        query = urlencode([("source", key.source_id) for key, _ in issued])
+        return HttpResponseRedirect(reverse("admin:integrations_source_key_issued") + "?" + query)
+
+    def issued_write_keys_view(self, request: HttpRequest) -> HttpResponse:
+        """The one page that shows new keys; shown once: a reload finds them gone."""
+        held = request.session.pop(ISSUED_KEYS_SESSION, [])
+        keys = WriteKey.objects.select_related("source").in_bulk([item["key"] for item in held])
+        issued = [
+            (keys[item["key"]].source, keys[item["key"]], secret_decrypt(item["secret"]))
+            for item in held
+            if item["key"] in keys and self.has_change_permission(request, keys[item["key"]].source)
+        ]
+        source_ids = [int(i) for i in request.GET.getlist("source") if i.isdigit()]
+        sources = [source for source, _, _ in issued] or list(
+            Source.objects.filter(pk__in=source_ids).order_by("name")
+        )
         context = {
             **self.admin_site.each_context(request),
-            "title": "New write key" if len(issued) == 1 else "New write keys",
-            "opts": self.opts,
+            "title": "New write key" if len(issued) <= 1 else "New write keys",
             "issued": issued,
+            "sources": list(dict.fromkeys(sources)),
+            "ingest_url": request.build_absolute_uri("/v1/track"),
         }
         response = TemplateResponse(request, "admin/integrations/write_key_issued.html", context)
         # The only page that ever shows a key: no browser or proxy may keep a copy.
@@ -177,13 +272,15 @@ class SourceAdmin(admin.ModelAdmin):
         for source in queryset:
             if source.kind != Source.Kind.HTTP:
                 self.message_user(
-                    request, f"{source} is not an HTTP source: no key issued.", messages.WARNING
+                    request,
+                    f"{source} receives Intercom webhooks, which need no write key: none issued.",
+                    messages.WARNING,
                 )
                 continue
             key, plaintext = services.write_key_issue(source=source, label="")
             _log(request, source, CHANGE, f"Issued write key {key.prefix}…")
-            issued.append((source, key, plaintext))
-        return self._issued_page(request, issued) if issued else None
+            issued.append((key, plaintext))
+        return self._issued_redirect(request, issued) if issued else None
 
 
 class ActiveKeyFilter(admin.SimpleListFilter):
@@ -202,7 +299,7 @@ class ActiveKeyFilter(admin.SimpleListFilter):
 
 
 @admin.register(WriteKey)
-class WriteKeyAdmin(admin.ModelAdmin):
+class WriteKeyAdmin(ModelAdmin):
     list_display = ["__str__", "source", "label", "status", "created_at", "last_used_at"]
     list_filter = [ActiveKeyFilter, "source"]
     search_fields = ["label", "prefix", "source__name"]
@@ -224,14 +321,19 @@ class WriteKeyAdmin(admin.ModelAdmin):
             services.write_key_revoke(write_key=key)  # one by one: each drops its cache entry
             _log(request, key, CHANGE, "Revoked.")
             revoked += 1
-        self.message_user(request, f"Revoked {revoked} write key(s).", messages.SUCCESS)
+        text = ngettext(
+            "%(n)d write key revoked: calls sent with it are refused from now on.",
+            "%(n)d write keys revoked: calls sent with them are refused from now on.",
+            revoked,
+        )
+        self.message_user(request, text % {"n": revoked}, messages.SUCCESS)
 
 
 # --- destinations ---------------------------------------------------------------------------
 
 
 @admin.register(Destination)
-class DestinationAdmin(admin.ModelAdmin):
+class DestinationAdmin(ModelAdmin):
     form = DestinationForm
     list_display = [
         "name",
@@ -266,6 +368,7 @@ class DestinationAdmin(admin.ModelAdmin):
         ),
         ("Health", {"fields": readonly_fields}),
     ]
+    conditional_fields = {"base_url": "region == 'custom'"}
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         fieldsets = super().get_fieldsets(request, obj)
@@ -278,6 +381,8 @@ class DestinationAdmin(admin.ModelAdmin):
                 )
                 for name, opts in fieldsets
             ]
+        if obj is None:
+            fieldsets = [fieldset for fieldset in fieldsets if fieldset[0] != "Health"]
         return fieldsets
 
     @admin.display(description="Health")
@@ -290,6 +395,13 @@ class DestinationAdmin(admin.ModelAdmin):
         ):
             return f"error: {destination.last_error[:80]}"
         return "ok" if destination.last_success_at else "never used"
+
+    def save_model(self, request: HttpRequest, obj: Destination, form: Form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if "access_token" in form.changed_data:
+            # A wrong token is found now, by the operator who typed it, not by the first delivery.
+            check = destination_check(destination=obj)
+            self.message_user(request, check.on_save, check.level)
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view(require_POST(self.check_connection_view))
@@ -306,14 +418,28 @@ class DestinationAdmin(admin.ModelAdmin):
         destination = get_object_or_404(Destination, pk=object_id)
         if not self.has_change_permission(request, destination):
             raise PermissionDenied
-        ok, text = destination_check(destination=destination)
-        self.message_user(request, text, messages.SUCCESS if ok else messages.ERROR)
+        check = destination_check(destination=destination)
+        self.message_user(request, check.text, messages.SUCCESS if check.ok else messages.ERROR)
         return HttpResponseRedirect(
             reverse("admin:integrations_destination_change", args=[destination.pk])
         )
 
 
-def destination_check(*, destination: Destination) -> tuple[bool, str]:
+@dataclass(frozen=True)
+class ConnectionCheck:
+    """Intercom's answer to GET /me, described for "Check connection" and for a saved token."""
+
+    ok: bool
+    token_refused: bool
+    text: str  # what "Check connection" says
+    on_save: str  # what saving a new token says
+
+    @property
+    def level(self) -> int:
+        return messages.SUCCESS if self.ok else messages.WARNING
+
+
+def destination_check(*, destination: Destination) -> ConnectionCheck:
     """Ask Intercom who the token belongs to (GET /me); record and describe the answer."""
     from integrations.intercom.client import IntercomClient, classify
 
@@ -331,9 +457,13 @@ def destination_check(*, destination: Destination) -> tuple[bool, str]:
         fields += ["workspace_name", "last_success_at", "auth_failed_at"]
         admin_name = body.get("name") or "?"
         email = f" <{body['email']}>" if body.get("email") else ""
-        text = (
-            f"Connected to Intercom workspace “{destination.workspace_name or '?'}” "
-            f"as admin {admin_name}{email}."
+        workspace = f"“{destination.workspace_name or '?'}”"
+        check = ConnectionCheck(
+            ok=True,
+            token_refused=False,
+            text=f"Connected to Intercom workspace {workspace} as admin {admin_name}{email}.",
+            on_save=f"Intercom accepted the token: it belongs to admin {admin_name}{email} "
+            f"of workspace {workspace}.",
         )
     else:
         status = f"HTTP {result.status}" if result.status is not None else "no answer"
@@ -345,20 +475,38 @@ def destination_check(*, destination: Destination) -> tuple[bool, str]:
         if verdict.kind == "auth":
             destination.auth_failed_at = now
             fields.append("auth_failed_at")
+            on_save = (
+                f"Saved, but Intercom refused this token ({status}: {reason or 'no details'}). "
+                "Nothing is sent to this workspace until a token that works is saved: copy it "
+                "again from the Intercom app's Authentication page."
+            )
+        elif result.status is None:
+            on_save = (
+                f"Saved, but Intercom could not be reached to check the token ({reason}). "
+                "Check the region or base URL, then use Check connection."
+            )
+        else:
+            on_save = (
+                f"Saved, but Intercom did not confirm the token ({status}: "
+                f"{reason or 'no details'}). Use Check connection to try again."
+            )
+        check = ConnectionCheck(
+            ok=False, token_refused=verdict.kind == "auth", text=text, on_save=on_save
+        )
     destination.save(update_fields=fields)
-    return verdict.kind == "success", text
+    return check
 
 
 # --- syncs -----------------------------------------------------------------------------------
 
 
-class EventFilterInline(admin.TabularInline):
+class EventFilterInline(TabularInline):
     model = EventFilter
     fields = ["action", "event_name", "field", "operator", "value"]
     extra = 0
 
 
-class PropertyMappingInline(admin.TabularInline):
+class PropertyMappingInline(TabularInline):
     model = PropertyMapping
     form = PropertyMappingInlineForm
     formset = PropertyMappingInlineFormSet
@@ -367,7 +515,7 @@ class PropertyMappingInline(admin.TabularInline):
 
 
 @admin.register(Sync)
-class SyncAdmin(admin.ModelAdmin):
+class SyncAdmin(ModelAdmin):
     form = SyncForm
     list_display = [
         "name",
@@ -381,7 +529,6 @@ class SyncAdmin(admin.ModelAdmin):
     list_filter = ["status", "destination", "sources", "send_users", "send_events"]
     list_select_related = ["destination"]
     search_fields = ["name", "destination__name", "sources__name"]
-    filter_horizontal = ["sources"]
     inlines = [EventFilterInline, PropertyMappingInline]
     actions = ["pause", "enable"]
     fieldsets = [
@@ -410,6 +557,12 @@ class SyncAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Sync]:
         return super().get_queryset(request).prefetch_related("sources")
 
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "sources":
+            # A handful of sources: boxes to tick, narrower than the two-list selector.
+            kwargs["widget"] = UnfoldAdminCheckboxSelectMultipleWidget
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
     @admin.display(description="Sources")
     def source_names(self, sync: Sync) -> str:
         return ", ".join(source.name for source in sync.sources.all())
@@ -423,15 +576,32 @@ class SyncAdmin(admin.ModelAdmin):
         self._set_status(request, queryset, Sync.Status.ENABLED)
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[Sync], status: str) -> None:
+        changed = 0
         for sync in queryset.exclude(status=status):
             sync.status = status
             sync.save(update_fields=["status"])
             _log(request, sync, CHANGE, f"Status set to {status}.")
-        self.message_user(request, f"Syncs now {status}.", messages.SUCCESS)
+            changed += 1
+        if status == Sync.Status.PAUSED:
+            # Pause holds (Sync.Status): what arrives is stored and waits for the sync.
+            text = ngettext(
+                "%(n)d sync paused: what arrives is kept, and sent in order once it is "
+                "enabled again.",
+                "%(n)d syncs paused: what arrives is kept, and sent in order once they are "
+                "enabled again.",
+                changed,
+            )
+        else:
+            text = ngettext(
+                "%(n)d sync enabled: what it held goes out now, in each user's order.",
+                "%(n)d syncs enabled: what they held goes out now, in each user's order.",
+                changed,
+            )
+        self.message_user(request, text % {"n": changed}, messages.SUCCESS)
 
 
 @admin.register(EventFilter)
-class EventFilterAdmin(admin.ModelAdmin):
+class EventFilterAdmin(ModelAdmin):
     list_display = ["__str__", "sync", "action", "event_name", "field", "operator", "value"]
     list_filter = ["action", "operator", "sync"]
     search_fields = ["event_name", "field", "value", "sync__name"]
@@ -439,8 +609,26 @@ class EventFilterAdmin(admin.ModelAdmin):
 
 
 @admin.register(PropertyMapping)
-class PropertyMappingAdmin(admin.ModelAdmin):
+class PropertyMappingAdmin(ModelAdmin):
     list_display = ["intercom_name", "source_path", "target", "sync"]
     list_filter = ["target", "sync"]
     search_fields = ["intercom_name", "source_path", "sync__name"]
     list_select_related = ["sync"]
+
+
+# --- who operates: Django's users and groups, in the console's theme ---------------------------
+
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin, ModelAdmin):
+    form = UserChangeForm
+    add_form = UserCreationForm
+    change_password_form = AdminPasswordChangeForm
+
+
+@admin.register(Group)
+class GroupAdmin(DjangoGroupAdmin, ModelAdmin):
+    pass

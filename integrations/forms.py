@@ -13,6 +13,12 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from unfold.widgets import (
+    UnfoldAdminPasswordWidget,
+    UnfoldAdminTextInputWidget,
+    UnfoldBooleanSwitchWidget,
+    UnfoldBooleanWidget,
+)
 
 from integrations.models import (
     METADATA_KEYS_MAX,
@@ -26,7 +32,8 @@ from integrations.models import (
 
 def _secret_widget() -> forms.PasswordInput:
     # render_value=False: not even a re-displayed form after a validation error shows the value.
-    return forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+    # Unfold's widget: the admin's theme only styles the widgets it knows.
+    return UnfoldAdminPasswordWidget(render_value=False, attrs={"autocomplete": "new-password"})
 
 
 class SecretFieldsForm(forms.ModelForm):
@@ -70,7 +77,9 @@ class SecretFieldsForm(forms.ModelForm):
 
 
 def _clear_box(what: str) -> forms.BooleanField:
-    return forms.BooleanField(label=f"Clear the stored {what}", required=False)
+    return forms.BooleanField(
+        label=f"Clear the stored {what}", required=False, widget=UnfoldBooleanSwitchWidget
+    )
 
 
 class SourceForm(SecretFieldsForm):
@@ -82,15 +91,22 @@ class SourceForm(SecretFieldsForm):
         fields = ["name", "kind", "enabled", "webhook_secret"]
 
 
+# The model's own words (Destination.clean), for a URL the form cannot even parse.
+BASE_URL_INVALID = "Enter an http:// or https:// URL, e.g. http://127.0.0.1:8765."
+
+
 class DestinationForm(SecretFieldsForm):
     secret_fields = ("access_token", "identity_verification_secret")
     clear_identity_verification_secret = _clear_box("identity verification secret")
     # The sandbox and local proxies are plain http: say so rather than let Django guess https.
     base_url = forms.URLField(
+        label="Base URL",
         assume_scheme="http",
         required=False,
         max_length=200,
+        widget=UnfoldAdminTextInputWidget(attrs={"placeholder": "http://127.0.0.1:8765"}),
         help_text=Destination._meta.get_field("base_url").help_text,
+        error_messages={"invalid": BASE_URL_INVALID},
     )
 
     class Meta:
@@ -103,6 +119,23 @@ class DestinationForm(SecretFieldsForm):
             "access_token",
             "identity_verification_secret",
         ]
+        labels = {"api_version": "Intercom API version"}
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("region") != Destination.Region.CUSTOM:
+            # The field is only shown for the custom region: what it held is not kept.
+            cleaned["base_url"] = ""
+            self.errors.pop("base_url", None)
+        return cleaned
+
+    def _post_clean(self) -> None:
+        typed_url_refused = self.has_error("base_url")
+        super()._post_clean()
+        if typed_url_refused:
+            # The model then saw no URL and asks for one ("needs a base URL"): the refusal of
+            # the URL the operator typed is the one message that applies.
+            del self.errors["base_url"][1:]
 
     def save(self, commit: bool = True) -> Destination:
         if "access_token" in self.changed_data:
@@ -140,7 +173,9 @@ class SyncForm(forms.ModelForm):
 class WriteKeyInlineForm(forms.ModelForm):
     """Label and a "revoke" box; the key itself is never shown after it was issued."""
 
-    revoke = forms.BooleanField(required=False, help_text="Stops this key at once.")
+    revoke = forms.BooleanField(
+        required=False, widget=UnfoldBooleanWidget, help_text="Stops this key at once."
+    )
 
     class Meta:
         model = WriteKey
@@ -160,7 +195,10 @@ class WriteKeyInlineForm(forms.ModelForm):
 
 class WriteKeyIssueForm(forms.Form):
     label = forms.CharField(
-        max_length=100, required=False, help_text="Who uses it, e.g. 'web app (production)'."
+        max_length=100,
+        required=False,
+        widget=UnfoldAdminTextInputWidget,
+        help_text="Who uses it, e.g. 'web app (production)'.",
     )
 
 

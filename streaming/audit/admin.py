@@ -12,28 +12,36 @@ Changelists stay fast on tables of millions of rows: related rows are joined
 view); the date filters below cost nothing.
 
 Over our usual ~400 lines: one ModelAdmin per model of the trail (events, deliveries,
-attempts, contact links, event names) and the list filters they share; each is short, and
-splitting them would only send a reader between files to see one changelist.
+attempts, contact links, event names), the list filters they share, and the source page's
+traffic (the data plane's part of the control plane's page); each is short, and splitting them
+would only send a reader between files to see one changelist. All derive from django-unfold's
+classes, the admin's theme; times read to the second with their timezone (``when``).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.translation import ngettext
+from unfold.admin import ModelAdmin, TabularInline
+from unfold.contrib.filters.admin import TextFilter
 
+from integrations.admin import SourceAdmin
 from integrations.models import Source, Sync
 from streaming.audit import views
 from streaming.audit.selectors import events_by_email
@@ -85,27 +93,24 @@ def pretty_json(value: Any) -> str:
     return format_html('<pre class="sb-json">{}</pre>', text)
 
 
-class TextInputFilter(admin.SimpleListFilter):
+def when(value: Any) -> str:
+    """A time as every admin page shows it: to the second, with the timezone."""
+    return date_format(timezone.localtime(value), "DATETIME_FORMAT") if value else "—"
+
+
+def duration(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class TextInputFilter(TextFilter):
     """A free-text list filter (event names are too many to list). ``*`` at the end: prefix."""
 
-    template = "admin/streaming/text_input_filter.html"
     lookup_field = ""
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
-        # A SimpleListFilter is only shown when it has lookups; the template ignores them.
-        return [("", "")]
-
-    def choices(self, changelist: ChangeList) -> list[dict[str, Any]]:
-        return [
-            {
-                "parameter_name": self.parameter_name,
-                "value": self.value() or "",
-                # Everything else in the query string (other filters, the search) is kept.
-                "other_params": {
-                    k: v for k, v in changelist.params.items() if k != self.parameter_name
-                },
-            }
-        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
         value = (self.value() or "").strip()
@@ -117,7 +122,7 @@ class TextInputFilter(admin.SimpleListFilter):
 
 
 class EventNameFilter(TextInputFilter):
-    title = "event name"
+    title = "event name (exact, or a prefix and *)"
     parameter_name = "event_name"
     lookup_field = "event__event_name"
 
@@ -138,7 +143,7 @@ class StatusCodeFilter(admin.SimpleListFilter):
         "none": Q(status_code__isnull=True),
     }
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin) -> list:
         return [
             ("2xx", "2xx"),
             ("4xx", "4xx (not 429)"),
@@ -157,7 +162,7 @@ class TestEventFilter(admin.SimpleListFilter):
     parameter_name = "origin"
     event_path = "event__"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin) -> list:
         return [("test", "Test events (sent from the admin)"), ("live", "Live calls")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
@@ -209,10 +214,11 @@ class UserSearchMixin:
         return queryset.filter(Q(user_key=term) | Q(event_id__in=event_ids)), False
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ModelAdmin):
     """The audit trail: visible to those who may view it, never added, edited or deleted here."""
 
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # "Show counts" counts the whole table per filter choice
     paginator = LargeTablePaginator
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -230,6 +236,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
+    list_filter_submit = True  # the event-name filter is typed
     list_display = ("id", "type", "event_name", "user_id", "message_id", "source", "received_at")
     list_filter = (
         "type",
@@ -301,23 +308,18 @@ class EventAdmin(ReadOnlyAdmin):
 # --- Delivery ---------------------------------------------------------------------------------
 
 
-class DeliveryAttemptInline(admin.TabularInline):
+class DeliveryAttemptInline(TabularInline):
+    """Each HTTP exchange of a delivery: what was sent, and what Intercom answered."""
+
     model = DeliveryAttempt
     extra = 0
     can_delete = False
     show_change_link = True
     ordering = ("id",)
-    fields = (
-        "started_at",
-        "method",
-        "url",
-        "status_code",
-        "category",
-        "error_code",
-        "duration_ms",
-        "request_pretty",
-        "response_pretty",
-    )
+    verbose_name = "HTTP attempt"
+    verbose_name_plural = "HTTP attempts (oldest first)"
+    # Three columns, bodies wrapped inside their own boxes: the table fits a 1,280 px screen.
+    fields = ("exchange", "request_pretty", "response_pretty")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -326,30 +328,50 @@ class DeliveryAttemptInline(admin.TabularInline):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @admin.display(description="exchange")
+    def exchange(self, obj: DeliveryAttempt) -> str:
+        return attempt_summary(obj)
+
     @admin.display(description="request body")
     def request_pretty(self, obj: DeliveryAttempt) -> str:
         return pretty_json(obj.request_body)
 
-    @admin.display(description="response")
+    @admin.display(description="Intercom's answer")
     def response_pretty(self, obj: DeliveryAttempt) -> str:
         return pretty_json(obj.response_excerpt) if obj.response_excerpt else "—"
 
 
+def attempt_summary(attempt: DeliveryAttempt) -> str:
+    """One exchange in a few lines: when, the request line, Intercom's status and the time taken."""
+    status = attempt.status_code if attempt.status_code is not None else "no response"
+    return format_html(
+        '<div class="sb-exchange-summary">'
+        '<div class="sb-nowrap">{}</div><div class="sb-request-line">{} {}</div>'
+        '<div><span class="sb-status sb-status-{}">{} {}</span>{}{}</div></div>',
+        when(attempt.started_at),
+        attempt.method,
+        attempt.url,
+        attempt.category,
+        status,
+        attempt.get_category_display(),
+        format_html(" <code>{}</code>", attempt.error_code) if attempt.error_code else "",
+        f" in {attempt.duration_ms} ms" if attempt.duration_ms is not None else "",
+    )
+
+
 @admin.register(Delivery)
-class DeliveryAdmin(UserSearchMixin, admin.ModelAdmin):
+class DeliveryAdmin(UserSearchMixin, ModelAdmin):
+    # Seven columns, the reason among them: a failed row reads whole on a 1,280 px screen.
     list_display = (
         "id",
         "status_colored",
-        "sync",
-        "destination",
         "call",
         "user_key",
-        "attempts",
-        "next_attempt_at",
-        "created_at",
-        "completed_at",
+        "route",
         "reason_short",
+        "created",
     )
+    list_display_links = ("id",)
     list_filter = (
         "status",
         "sync",
@@ -359,17 +381,19 @@ class DeliveryAdmin(UserSearchMixin, admin.ModelAdmin):
         ("created_at", admin.DateFieldListFilter),
         TestEventFilter,
     )
+    list_filter_submit = True  # the event-name filter is typed
     list_select_related = ("event", "sync__destination")
     search_fields = ("user_key",)
     search_help_text = "Exact user id, message id or email (traits.email / context.traits.email)."
     ordering = ("-id",)
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # "Show counts" counts the whole table per filter choice
     paginator = LargeTablePaginator
     actions = ("retry_now_action", "replay_action")
     inlines = (DeliveryAttemptInline,)
     fields = (
         "id",
-        "status",
+        "status_colored",
         "event_link",
         "sync",
         "user_key",
@@ -402,25 +426,21 @@ class DeliveryAdmin(UserSearchMixin, admin.ModelAdmin):
     def may_operate(self, request: HttpRequest) -> bool:
         return super().has_change_permission(request)
 
-    STATUS_COLORS = {
-        Delivery.Status.SUCCEEDED: "#2e7d32",
-        Delivery.Status.PENDING: "#ef6c00",
-        Delivery.Status.FAILED: "#c62828",
-        Delivery.Status.EXPIRED: "#c62828",
-        Delivery.Status.SKIPPED: "#666",
-    }
-
     @admin.display(description="status", ordering="status")
     def status_colored(self, obj: Delivery) -> str:
-        return format_html(
-            '<strong style="color: {}">{}</strong>',
-            self.STATUS_COLORS.get(obj.status, "inherit"),
-            obj.get_status_display(),
+        label = format_html(
+            '<span class="sb-status sb-status-{}">{}</span>', obj.status, obj.get_status_display()
         )
+        tries = ngettext("%(n)d try", "%(n)d tries", obj.attempts) % {"n": obj.attempts}
+        if obj.status == Delivery.Status.PENDING and obj.next_attempt_at:
+            tries += f", next {when(obj.next_attempt_at)}"
+        return format_html('{}<div class="sb-muted">{}</div>', label, tries)
 
-    @admin.display(description="destination")
-    def destination(self, obj: Delivery) -> str:
-        return obj.sync.destination.name
+    @admin.display(description="sync → destination")
+    def route(self, obj: Delivery) -> str:
+        return format_html(
+            '{}<div class="sb-muted">→ {}</div>', obj.sync.name, obj.sync.destination.name
+        )
 
     @admin.display(description="call")
     def call(self, obj: Delivery) -> str:
@@ -432,6 +452,22 @@ class DeliveryAdmin(UserSearchMixin, admin.ModelAdmin):
     @admin.display(description="reason")
     def reason_short(self, obj: Delivery) -> str:
         return obj.reason[:120] + ("…" if len(obj.reason) > 120 else "")
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Delivery) -> str:
+        # The day, then the time: two lines rather than a column wide enough for one.
+        day, _, time = when(obj.created_at).partition(" ")
+        done = (
+            format_html(
+                '<div class="sb-muted">done after {}</div>',
+                duration(obj.completed_at - obj.created_at),
+            )
+            if obj.completed_at
+            else ""
+        )
+        return format_html(
+            '<span class="sb-nowrap">{}</span> <span class="sb-nowrap">{}</span>{}', day, time, done
+        )
 
     @admin.display(description="event")
     def event_link(self, obj: Delivery) -> str:
@@ -462,11 +498,21 @@ class DeliveryAdmin(UserSearchMixin, admin.ModelAdmin):
         self._held_warn(request, queryset.filter(status=Delivery.Status.PENDING))
         change = deliveries_retry_now(deliveries=queryset)
         self._log(request, queryset.filter(status=Delivery.Status.PENDING), "Retry now")
-        self.message_user(
-            request,
-            f"{change.deliveries} pending deliveries are due now; {change.lanes} lanes woken.",
-            messages.SUCCESS if change.deliveries else messages.WARNING,
+        if not change.deliveries:
+            self.message_user(
+                request,
+                "None of the selected deliveries is pending: there is nothing to retry.",
+                messages.WARNING,
+            )
+            return
+        text = ngettext(
+            "%(n)d pending delivery is due now: it is tried at once, after any earlier "
+            "delivery of the same user.",
+            "%(n)d pending deliveries are due now: they are tried at once, each after any "
+            "earlier delivery of the same user.",
+            change.deliveries,
         )
+        self.message_user(request, text % {"n": change.deliveries}, messages.SUCCESS)
 
     @admin.action(
         description="Replay (failed/expired: send again, before later deliveries of the same user)",
@@ -478,11 +524,21 @@ class DeliveryAdmin(UserSearchMixin, admin.ModelAdmin):
         self._held_warn(request, queryset.filter(status__in=["failed", "expired"]))
         change = deliveries_replay(deliveries=queryset)
         self._log(request, logged, "Replayed")
-        self.message_user(
-            request,
-            f"{change.deliveries} deliveries replayed; {change.lanes} lanes woken.",
-            messages.SUCCESS if change.deliveries else messages.WARNING,
+        if not change.deliveries:
+            self.message_user(
+                request,
+                "None of the selected deliveries failed or expired: there is nothing to replay.",
+                messages.WARNING,
+            )
+            return
+        text = ngettext(
+            "%(n)d delivery replayed: it will be sent again, before the later calls of the "
+            "same user.",
+            "%(n)d deliveries replayed: they will be sent again, each before the later calls "
+            "of the same user.",
+            change.deliveries,
         )
+        self.message_user(request, text % {"n": change.deliveries}, messages.SUCCESS)
 
     def _held_warn(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         """Say so when a worker will not pick these up yet: the action alone cannot send them."""
@@ -490,13 +546,16 @@ class DeliveryAdmin(UserSearchMixin, admin.ModelAdmin):
             Q(sync__status=Sync.Status.PAUSED) | Q(sync__destination__auth_failed_at__isnull=False)
         ).count()
         if held:
-            self.message_user(
-                request,
-                f"{held} of these deliveries belong to a paused sync or to a destination whose "
+            text = ngettext(
+                "%(n)d of these deliveries belongs to a paused sync or to a destination whose "
+                "token Intercom refused: it waits until the sync is enabled or the token "
+                "replaced.",
+                "%(n)d of these deliveries belong to a paused sync or to a destination whose "
                 "token Intercom refused: they wait until the sync is enabled or the token "
                 "replaced.",
-                messages.WARNING,
+                held,
             )
+            self.message_user(request, text % {"n": held}, messages.WARNING)
 
     def _log(self, request: HttpRequest, objects: Any, message: str) -> None:
         objects = list(objects[:1000]) if isinstance(objects, QuerySet) else objects
@@ -525,6 +584,12 @@ class DeliveryAdmin(UserSearchMixin, admin.ModelAdmin):
             ),
             *super().get_urls(),
         ]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra = {**(extra_context or {}), "may_operate": self.may_operate(request)}
+        return super().changelist_view(request, extra)
 
     def change_view(
         self,
@@ -615,7 +680,7 @@ class DeliveryAttemptAdmin(UserSearchMixin, ReadOnlyAdmin):
 
 
 @admin.register(ContactLink)
-class ContactLinkAdmin(admin.ModelAdmin):
+class ContactLinkAdmin(ModelAdmin):
     """A cache of Intercom contact ids. Deleting a link is safe: the next call looks it up again."""
 
     list_display = ("user_key", "destination", "contact_id", "role", "fingerprint", "updated_at")
@@ -625,6 +690,7 @@ class ContactLinkAdmin(admin.ModelAdmin):
     search_help_text = "Exact user key or Intercom contact id."
     ordering = ("-updated_at",)
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # "Show counts" counts the whole table per filter choice
     paginator = LargeTablePaginator
     readonly_fields = ("destination", "user_key", "contact_id", "role", "fingerprint", "updated_at")
 
@@ -639,7 +705,7 @@ class ContactLinkAdmin(admin.ModelAdmin):
 
 
 @admin.register(KnownEventName)
-class KnownEventNameAdmin(admin.ModelAdmin):
+class KnownEventNameAdmin(ModelAdmin):
     """The event names each workspace received through us, against Intercom's 120-name limit.
 
     Deleting one (after archiving it in Intercom) frees a slot in our count; nothing else is
@@ -658,3 +724,46 @@ class KnownEventNameAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# --- Source, with its traffic -----------------------------------------------------------------
+
+
+admin.site.unregister(Source)
+
+
+@admin.register(Source)
+class SourceWithTrafficAdmin(SourceAdmin):
+    """The control plane's source page plus what only the data plane knows: the calls received.
+
+    (The control plane never imports the data plane; the data plane extends its admin instead.)
+    """
+
+    TRAFFIC_WINDOW = timedelta(hours=24)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = super().get_fields(request, obj)
+        return [*fields, "traffic"] if obj is not None else fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [*super().get_readonly_fields(request, obj), "traffic"]
+
+    @admin.display(description="Last 24 hours")
+    def traffic(self, source: Source) -> str:
+        since = timezone.now() - self.TRAFFIC_WINDOW
+        # One indexed range (events by received_at) for the day, then the source's rows of it.
+        calls = Event.objects.filter(source=source, received_at__gte=since).count()
+        events_url = (
+            reverse("admin:streaming_event_changelist")
+            + "?"
+            + urlencode(
+                {"source__id__exact": source.pk, "received_at__gte": since.date().isoformat()}
+            )
+        )
+        text = ngettext("%(n)d call received", "%(n)d calls received", calls) % {"n": calls}
+        return format_html(
+            '<a href="{}">{}</a> <span class="sb-muted">since {}</span>',
+            events_url,
+            text,
+            when(since),
+        )

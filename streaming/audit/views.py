@@ -7,15 +7,19 @@ permissions, context and messages); the reads are ``selectors``, the writes ``de
     /admin/streaming/delivery/timeline/?q=<user id or email>
     /admin/streaming/delivery/health/[?sync=<id>]
     /admin/streaming/delivery/test-event/?sync=<id>
+
+Also the console's frame, which django-unfold asks for by name (``UNFOLD`` in config/settings.py):
+the admin index's context (``admin_index``) and the sidebar (``admin_navigation``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from django import forms
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.admin import AdminSite
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
@@ -24,8 +28,14 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.translation import ngettext
+from unfold.widgets import (
+    UnfoldAdminSelectWidget,
+    UnfoldAdminTextareaWidget,
+    UnfoldAdminTextInputWidget,
+)
 
-from integrations.models import Sync
+from integrations.models import Destination, PropertyMapping, Source, Sync
 from streaming.audit.selectors import syncs_health, user_timeline
 from streaming.delivery.replay import (
     TEST_CALL_TYPES,
@@ -59,7 +69,7 @@ def _context(
 ) -> dict[str, Any]:
     return {
         **delivery_admin.admin_site.each_context(request),
-        "opts": Delivery._meta,
+        # No "opts": unfold's header then shows the page's title rather than "Deliveries".
         "title": title,
         "may_operate": delivery_admin.may_operate(request),
         **extra,
@@ -114,11 +124,18 @@ def sync_replay(
         f"Replayed {change.deliveries} failed/expired deliveries",
         single_object=True,
     )
+    if change.deliveries:
+        text = ngettext(
+            "%(sync)s: %(n)d failed/expired delivery replayed: it will be sent again, before "
+            "the later calls of the same user.",
+            "%(sync)s: %(n)d failed/expired deliveries replayed: they will be sent again, each "
+            "before the later calls of the same user.",
+            change.deliveries,
+        ) % {"sync": sync.name, "n": change.deliveries}
+    else:
+        text = f"{sync.name}: no delivery failed or expired; there is nothing to replay."
     delivery_admin.message_user(
-        request,
-        f"{sync.name}: {change.deliveries} failed/expired deliveries replayed; "
-        f"{change.lanes} lanes woken.",
-        messages.SUCCESS if change.deliveries else messages.WARNING,
+        request, text, messages.SUCCESS if change.deliveries else messages.WARNING
     )
     return HttpResponseRedirect(reverse("admin:streaming_sync_health") + f"?sync={sync.pk}")
 
@@ -145,11 +162,16 @@ def test_event(request: HttpRequest, *, delivery_admin: DeliveryAdmin) -> HttpRe
     if not delivery_admin.may_operate(request):
         raise PermissionDenied
     result = None
+    not_sent: list[tuple[str, str]] = []
     if request.method == "POST":
         form = TestEventForm(request.POST, sent_by=request.user.get_username())
         if form.is_valid():
             data = form.cleaned_data
             result = sync_test_event_send(sync=data["sync"], call=data["call"])
+            not_sent = [
+                *properties_not_mapped(sync=data["sync"], call=result.call),
+                *result.dropped,
+            ]
             LogEntry.objects.log_actions(
                 request.user.pk,
                 [data["sync"]],
@@ -171,6 +193,7 @@ def test_event(request: HttpRequest, *, delivery_admin: DeliveryAdmin) -> HttpRe
             "Send test event",
             form=form,
             result=result,
+            not_sent=not_sent,
             call_json=json.dumps(result.call, indent=2) if result else "",
             exchanges=[
                 (
@@ -185,20 +208,59 @@ def test_event(request: HttpRequest, *, delivery_admin: DeliveryAdmin) -> HttpRe
     )
 
 
+NOT_MAPPED = (
+    "not mapped: this sync sends only the properties its mappings select (add a property "
+    "mapping, or turn on “send all properties”)"
+)
+
+
+def properties_not_mapped(*, sync: Sync, call: dict[str, Any]) -> list[tuple[str, str]]:
+    """The properties of a track that no event-metadata mapping of the sync selects.
+
+    The mapping leaves them out without a word (Amplitude's rule: nothing unselected is sent);
+    the test page names them, beside what the mapping dropped for a bad value.
+    """
+    properties = call.get("properties")
+    if call.get("type") != "track" or not isinstance(properties, dict) or sync.send_all_properties:
+        return []
+    mapped = {
+        path.split(".")[1]
+        for path in sync.mappings.filter(target=PropertyMapping.Target.EVENT_METADATA).values_list(
+            "source_path", flat=True
+        )
+        if path.startswith("properties.")
+    }
+    if "revenue" in mapped:
+        mapped.add("currency")  # it rides on revenue's monetary amount
+    return [(f"properties.{key}", NOT_MAPPED) for key in properties if key not in mapped]
+
+
 class TestEventForm(forms.Form):
-    sync = forms.ModelChoiceField(queryset=Sync.objects.select_related("destination"))
-    call_type = forms.ChoiceField(choices=[(t, t) for t in TEST_CALL_TYPES])
-    user_id = forms.CharField(max_length=255)
+    # Unfold's widgets: the page's fields look like every other form of the admin.
+    sync = forms.ModelChoiceField(
+        queryset=Sync.objects.select_related("destination"), widget=UnfoldAdminSelectWidget
+    )
+    call_type = forms.ChoiceField(
+        choices=[(t, t) for t in TEST_CALL_TYPES], widget=UnfoldAdminSelectWidget
+    )
+    user_id = forms.CharField(max_length=255, widget=UnfoldAdminTextInputWidget)
     event_name = forms.CharField(
         max_length=255,
         required=False,
+        widget=UnfoldAdminTextInputWidget,
         help_text="track: the event name; page/screen: the page name; group: the groupId.",
     )
     properties = forms.JSONField(
-        required=False, initial=dict, help_text="track/page: a JSON object."
+        required=False,
+        initial=dict,
+        widget=UnfoldAdminTextareaWidget(attrs={"rows": 4}),
+        help_text='track/page: a JSON object, e.g. {"plan": "pro"}.',
     )
     traits = forms.JSONField(
-        required=False, initial=dict, help_text="identify/group: a JSON object."
+        required=False,
+        initial=dict,
+        widget=UnfoldAdminTextareaWidget(attrs={"rows": 4}),
+        help_text='identify/group: a JSON object, e.g. {"email": "ada@example.com"}.',
     )
 
     def __init__(self, *args: Any, sent_by: str = "", **kwargs: Any) -> None:
@@ -232,3 +294,117 @@ class TestEventForm(forms.Form):
         if not data["sync"].sources.exists():
             self.add_error("sync", "This sync has no source: an event needs one.")
         return data
+
+
+# --- the console's frame: the index and the sidebar (django-unfold calls these) ---------------
+
+
+def admin_index(request: HttpRequest, context: dict[str, Any]) -> dict[str, Any]:
+    """The admin's landing page: where to look first, and the way to every operator page."""
+    user = request.user
+    context["title"] = "Overview"
+    context["console"] = {
+        "may_view": user.has_perm("streaming.view_delivery"),
+        "may_operate": user.has_perm("streaming.change_delivery"),
+        "may_configure": user.has_perm("integrations.view_sync"),
+        # Three tiny tables: what is configured, so an empty install says where to start.
+        "destinations": Destination.objects.count(),
+        "sources": Source.objects.count(),
+        "syncs": Sync.objects.count(),
+    }
+    return context
+
+
+def _permission(codename: str) -> Callable[[HttpRequest], bool]:
+    return lambda request: request.user.has_perm(codename)
+
+
+def _model_item(title: str, icon: str, label: str) -> dict[str, Any] | None:
+    """A sidebar link to a model's list, shown to those who may view it; None if not in admin."""
+    app_label, model_name = label.split(".")
+    registered = {model._meta.label_lower for model in admin.site._registry}
+    if label not in registered:
+        return None
+    changelist = reverse(f"admin:{app_label}_{model_name}_changelist")
+    return {
+        "title": title,
+        "icon": icon,
+        "link": changelist,
+        "permission": _permission(f"{app_label}.view_{model_name}"),
+        # Unfold marks a link active when its path is a prefix of the page's; the operator
+        # pages live under the delivery list's path, and are links of their own.
+        "active": lambda request: (
+            request.path == changelist
+            or (
+                request.path.startswith(changelist)
+                and request.resolver_match is not None
+                and request.resolver_match.url_name.endswith(("_change", "_history", "_delete"))
+            )
+        ),
+    }
+
+
+def admin_navigation(request: HttpRequest) -> list[dict[str, Any]]:
+    """The sidebar: operating first (what happened, what to do), then configuration."""
+    view = _permission("streaming.view_delivery")
+
+    def page(title: str, icon: str, name: str, permission: Callable[[HttpRequest], bool]) -> dict:
+        link = reverse(f"admin:{name}")
+        return {
+            "title": title,
+            "icon": icon,
+            "link": link,
+            "permission": permission,
+            "active": lambda request: request.path == link,
+        }
+
+    groups = [
+        (
+            "Operate",
+            [
+                page("Overview", "dashboard", "index", lambda request: True),
+                page("Sync health", "monitor_heart", "streaming_sync_health", view),
+                page("User timeline", "person_search", "streaming_timeline", view),
+                page(
+                    "Send test event",
+                    "send",
+                    "streaming_test_event",
+                    _permission("streaming.change_delivery"),
+                ),
+                _model_item("Deliveries", "outbox", "streaming.delivery"),
+                _model_item("Events", "bolt", "streaming.event"),
+                _model_item("HTTP attempts", "swap_horiz", "streaming.deliveryattempt"),
+            ],
+        ),
+        (
+            "Configure",
+            [
+                _model_item("Destinations", "cloud_upload", "integrations.destination"),
+                _model_item("Sources", "input", "integrations.source"),
+                _model_item("Write keys", "key", "integrations.writekey"),
+                _model_item("Syncs", "sync_alt", "integrations.sync"),
+                _model_item("Event filters", "filter_alt", "integrations.eventfilter"),
+                _model_item("Property mappings", "account_tree", "integrations.propertymapping"),
+            ],
+        ),
+        (
+            "Look up",
+            [
+                _model_item("Contact links", "link", "streaming.contactlink"),
+                _model_item("Known event names", "label", "streaming.knowneventname"),
+            ],
+        ),
+        (
+            "Administer",
+            [
+                _model_item("Users", "person", "auth.user"),
+                _model_item("Groups", "group", "auth.group"),
+                _model_item("API tokens", "token", "authtoken.tokenproxy"),
+                _model_item("Login lockouts", "lock", "axes.accessattempt"),
+            ],
+        ),
+    ]
+    return [
+        {"title": title, "separator": True, "items": [item for item in items if item]}
+        for title, items in groups
+    ]

@@ -82,14 +82,17 @@ def pages_of(operator: Client, obj: Any) -> list[str]:
     return pages
 
 
-def test_secrets_saved_in_the_admin_never_appear_in_any_admin_page(operator: Client):
-    # given a destination and a webhook source created through the admin
+def test_secrets_saved_in_the_admin_never_appear_in_any_admin_page(
+    operator: Client, sandbox_url: str
+):
+    # given a destination and a webhook source created through the admin (saving a token asks
+    # the workspace's GET /me: here the sandbox, which refuses this token)
     response = operator.post(
         reverse("admin:integrations_destination_add"),
         {
             "name": "production",
-            "region": "eu",
-            "base_url": "",
+            "region": "custom",
+            "base_url": sandbox_url,
             "api_version": "2.16",
             "access_token": TOKEN,
             "identity_verification_secret": IDENTITY_SECRET,
@@ -173,12 +176,12 @@ def test_a_new_destination_without_a_token_is_refused_with_a_reason(operator: Cl
     assert not Destination.objects.exists()
 
 
-def test_a_new_token_releases_a_destination_held_after_a_401(operator: Client):
-    destination = DestinationFactory()
+def test_a_new_token_releases_a_destination_held_after_a_401(operator: Client, sandbox_url: str):
+    destination = DestinationFactory(base_url=sandbox_url)  # saving a token checks it there
     Destination.objects.filter(pk=destination.pk).update(auth_failed_at="2026-01-01T00:00:00Z")
     url = reverse("admin:integrations_destination_change", args=[destination.pk])
     data = form_data(operator.get(url))
-    data["access_token"] = "a-fresh-token"
+    data["access_token"] = "right-token"
 
     operator.post(url, data)
 
@@ -192,7 +195,7 @@ def test_issuing_a_write_key_shows_it_once_and_stores_only_its_hash(operator: Cl
     source_page = operator.get(reverse("admin:integrations_source_change", args=[source.pk]))
     assert issue_url in source_page.content.decode()  # the "Issue a new write key" button
 
-    response = operator.post(issue_url, {"label": "web app"})
+    response = operator.post(issue_url, {"label": "web app"}, follow=True)  # POST, then GET
 
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
@@ -221,6 +224,7 @@ def test_the_issue_action_gives_one_key_per_http_source(operator: Client):
     response = operator.post(
         reverse("admin:integrations_source_changelist"),
         {"action": "issue_write_keys", "_selected_action": [web.pk, app.pk, hooks.pk]},
+        follow=True,
     )
 
     assert response.status_code == 200

@@ -253,7 +253,7 @@ def test_retry_now_makes_pending_due_and_wakes_its_lane(
             },
             follow=True,
         )
-    assert "1 pending deliveries are due now" in response.content.decode()
+    assert "1 pending delivery is due now" in response.content.decode()
     pending.refresh_from_db()
     pending.lane.refresh_from_db()
     assert pending.next_attempt_at <= timezone.now()
@@ -396,6 +396,6 @@ def test_replaying_into_a_paused_sync_says_it_will_wait(
             follow=True,
         )
     html = response.content.decode()
-    assert "1 of these deliveries belong to a paused sync" in html
+    assert "1 of these deliveries belongs to a paused sync" in html
     world["ada_failed"].refresh_from_db()
     assert world["ada_failed"].status == "pending"  # replayed all the same, it waits its turn
