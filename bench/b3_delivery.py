@@ -13,6 +13,12 @@ DeliveryAttempt. Measured in the same run, against the same sandbox, at the same
 Targets: >= 400 calls/s and >= 0.5 of the bare loop.
 
     .venv/bin/python bench/b3_delivery.py [--quick] [--repeats N] [--profile]
+        [--events-per-user N] [--worker-defaults] [--name NAME]
+
+The same script measures B7 (``--events-per-user 1``: one event per user, a backfill or a
+campaign, every lane a single delivery) and B8 (B7 with the workers started as
+``celery -A config worker`` with no pool or concurrency flag): bench/b7_one_event_per_user.py
+and bench/b8_worker_defaults.py run it so.
 """
 
 from __future__ import annotations
@@ -116,7 +122,7 @@ def _bare_loop_process(
     return done[0] / (time.perf_counter() - started)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=None)
@@ -126,9 +132,18 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="per worker process")
     parser.add_argument("--no-naive", action="store_true")
     parser.add_argument(
+        "--events-per-user", type=int, default=0, help="0: long lanes (B3); 1: one each (B7)"
+    )
+    parser.add_argument(
+        "--worker-defaults",
+        action="store_true",
+        help="Switchboard's workers without --pool/--concurrency, as a user types them (B8)",
+    )
+    parser.add_argument("--name", default=NAME, help="the result file's name")
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the workers in the last repeat"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     seconds = args.seconds or (6.0 if args.quick else 20.0)
     warmup = 3.0
@@ -136,8 +151,11 @@ def main() -> None:
     # Enough queued work to outlast the window at ~1,000 calls/s.
     users_count = 400 if args.quick else 1000
     per_user = max(4, int(1000 * (warmup + seconds + 5) / users_count) + 1)
+    if args.events_per_user:
+        per_user = args.events_per_user
+        users_count = int(1000 * (warmup + seconds + 5) / per_user) + 1
 
-    stack = Stack(NAME)
+    stack = Stack(args.name)
     stack.database_reset()
     stack.redis_flush()
     stack.django()
@@ -176,7 +194,11 @@ def main() -> None:
             events_ingest(source=source, calls=calls, received_at=now)
         # when: the workers start
         attempts_before = DeliveryAttempt.objects.count()
-        workers = stack.workers_start(args.workers, pool=args.pool, concurrency=args.concurrency)
+        workers = stack.workers_start(
+            args.workers,
+            pool=None if args.worker_defaults else args.pool,
+            concurrency=None if args.worker_defaults else args.concurrency,
+        )
         spies = []
         if args.profile and repeat == repeats - 1:
             time.sleep(warmup)
@@ -274,7 +296,7 @@ def main() -> None:
         "naive_repeats": naive,
     }
     table_print(
-        f"B3 delivery at {LATENCY_MS} ms latency, no limit, concurrency {total_concurrency} ({args.workers} x {args.pool} {args.concurrency}); median of {repeats}",
+        f"{args.name} at {LATENCY_MS} ms latency, {per_user} event(s) per user, no limit, concurrency {total_concurrency} ({args.workers} x {args.pool} {args.concurrency}); median of {repeats}",
         ["what", "Intercom calls/s", "ratio to bare loop"],
         [
             ["Switchboard (lanes, limiter, attempt log)", ours_rate, ratio],
@@ -289,7 +311,7 @@ def main() -> None:
     if profile:
         profile_print("B3 workers", profile)
     result_write(
-        NAME,
+        args.name,
         quick=args.quick,
         config={
             "latency_ms": LATENCY_MS,
@@ -298,8 +320,10 @@ def main() -> None:
             "warmup": warmup,
             "repeats": repeats,
             "workers": args.workers,
-            "pool": args.pool,
-            "concurrency_per_worker": args.concurrency,
+            "pool": "settings' default" if args.worker_defaults else args.pool,
+            "concurrency_per_worker": "settings' default"
+            if args.worker_defaults
+            else args.concurrency,
             "bare_loop_shape": f"{args.workers} processes x {args.concurrency} threads",
             "users": users_count,
             "events_per_user": per_user,

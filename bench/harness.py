@@ -358,22 +358,26 @@ class Stack:
         self,
         count: int = 1,
         *,
-        pool: str = "threads",
-        concurrency: int = 16,
+        pool: str | None = "threads",
+        concurrency: int | None = 16,
         beat: bool = False,
         app: str = "config",
         queue: str | None = None,
         **env: Any,
     ) -> list[subprocess.Popen[bytes]]:
-        """``count`` real ``celery -A <app> worker`` processes; waits until each consumes."""
+        """``count`` real ``celery -A <app> worker`` processes; waits until each consumes.
+
+        ``pool`` or ``concurrency`` None: that flag is left out (the settings' default applies)."""
         started = []
         queue = queue or self.queue
         for index in range(count):
             tag = uuid.uuid4().hex[:6]
             log = self.logs / f"worker-{app}-{tag}.log"
             command = [
-                PYTHON, "-m", "celery", "-A", app, "worker", f"--pool={pool}",
-                f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
+                PYTHON, "-m", "celery", "-A", app, "worker",
+                *([f"--pool={pool}"] if pool else []),
+                *([f"--concurrency={concurrency}"] if concurrency else []),
+                "--without-gossip", "--without-mingle",
                 "--without-heartbeat", "-Q", queue, "-n", f"w{index}-{tag}@%h", "--loglevel=INFO",
             ]  # fmt: skip
             if beat and index == 0:

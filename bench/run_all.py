@@ -33,6 +33,8 @@ SCRIPTS = [
     ("b4", "b4_end_to_end"),
     ("b5", "b5_rate_limit"),
     ("b6", "b6_identify_cost"),
+    ("b7", "b7_one_event_per_user"),
+    ("b8", "b8_worker_defaults"),
     ("drills", "drills"),
 ]
 PROFILED = {"b2", "b3"}
@@ -61,6 +63,16 @@ FIGURES = {
         "warm <= 1.1 calls",
         "2-3 calls per identify in every peer",
     ),
+    "b7_one_event_per_user": (
+        "B7 delivery, one event per user",
+        ">= 400 calls/s, >= 0.5 of bare",
+        "a backfill or a campaign: every lane one call",
+    ),
+    "b8_worker_defaults": (
+        "B8 B7 with the worker started without flags",
+        "within 10 % of B7",
+        "`celery -A config worker`, as a Celery user types it",
+    ),
 }
 
 
@@ -85,7 +97,13 @@ def _measured(name: str, document: dict[str, Any]) -> tuple[str, str]:
             f"{f['events_per_s']:.0f} events/s; COPY {f['copy_events_per_s']:.0f}/s; "
             f"ratio {f['ratio_to_copy']}"
         )
-    elif name == "b3_delivery":
+    elif name == "b8_worker_defaults":
+        b7 = _load("b7_one_event_per_user", document["quick"])
+        b7_rate = b7["figures"]["calls_per_s"] if b7 else None
+        share = round(f["calls_per_s"] / b7_rate, 3) if b7_rate else None
+        measured = f"{f['calls_per_s']:.0f} calls/s; {share if share else '-'} of B7"
+        return measured, "yes" if share and share >= 0.9 else ("-" if share is None else "no")
+    elif name in ("b3_delivery", "b7_one_event_per_user"):
         measured = (
             f"{f['calls_per_s']:.0f} calls/s; bare loop {f['bare_loop_calls_per_s']:.0f}/s; "
             f"ratio {f['ratio_to_bare']}; naive {f['naive_calls_per_s'] or '-'}"

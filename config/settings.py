@@ -206,6 +206,15 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# `celery -A config worker` with no flags runs the delivery shape: a thread pool, since a worker
+# slot waits on Intercom's answer, not on the CPU (about 1 / latency calls per second each), with
+# enough slots to reach Intercom's limit at its usual latency. SQLite (the embedded mode) takes
+# one writer at a time, so there a few threads do. --pool / --concurrency still win.
+CELERY_WORKER_POOL = env.str("SWITCHBOARD_WORKER_POOL", default="threads")
+CELERY_WORKER_CONCURRENCY = env.int(
+    "SWITCHBOARD_WORKER_CONCURRENCY",
+    default=4 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 32,
+)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env.str("SWITCHBOARD_QUEUE", default="switchboard")
