@@ -35,6 +35,7 @@ SCRIPTS = [
     ("b6", "b6_identify_cost"),
     ("b7", "b7_one_event_per_user"),
     ("b8", "b8_worker_defaults"),
+    ("b9", "b9_audit_scale"),
     ("drills", "drills"),
 ]
 PROFILED = {"b2", "b3"}
@@ -72,6 +73,11 @@ FIGURES = {
         "B8 B7 with the worker started without flags",
         "within 10 % of B7",
         "`celery -A config worker`, as a Celery user types it",
+    ),
+    "b9_audit_scale": (
+        "B9 audit at 5 M events",
+        "every page <= 300 ms and <= 2x its time at 100 K",
+        "-",
     ),
 }
 
@@ -120,6 +126,21 @@ def _measured(name: str, document: dict[str, Any]) -> tuple[str, str]:
             measured += (
                 f"; naive: {naive['windows_over_limit']} windows over, "
                 f"{naive['responses_429']} 429s, lost {naive['lost']}"
+            )
+    elif name == "b9_audit_scale":
+        summary = f["summary"]
+        slowest, slowest_ms = summary["slowest"]
+        steepest, ratio = summary["steepest"]
+        measured = (
+            f"at {summary['largest']}: slowest page {slowest} {slowest_ms:.0f} ms; steepest "
+            f"{steepest}, {ratio}x its {summary['smallest']} time; "
+            f"{summary['bytes_per_event']:,} bytes/event"
+        )
+        if summary.get("purge_rows_per_s"):
+            measured += (
+                f"; purge {summary['purge_rows_per_s']:,.0f} rows/s, ingest p99 "
+                f"{summary['ingest_p99_ms_during_purge']:.0f} ms during it "
+                f"({summary['ingest_p99_ms_alone']:.0f} ms without)"
             )
     else:
         measured = "; ".join(

@@ -7,9 +7,12 @@ lease while it drains it, which is what keeps a user's calls in order with any n
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import models
+from django.db.models import ExpressionWrapper, Q, TextField
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.lookups import IsNull
 
 from integrations.models import Destination, Source, Sync
 
@@ -24,13 +27,30 @@ class CallType(models.TextChoices):
     DELETE = "delete"
 
 
+# The two places Segment calls carry an email, as expressions: the audit looks an address up in
+# them (``streaming.audit.selectors.events_by_email``) and ``Event`` indexes them, so the lookup
+# must be written with these very expressions for PostgreSQL to use the indexes. Wrapped as
+# plain text: a key transform's own ``__in`` lookup reads its values as JSON documents on SQLite
+# ("malformed JSON" for an address); the wrapper adds nothing to the SQL.
+TRAITS_EMAIL = ExpressionWrapper(
+    KeyTextTransform("email", KeyTransform("traits", "payload")), output_field=TextField()
+)
+CONTEXT_TRAITS_EMAIL = ExpressionWrapper(
+    KeyTextTransform("email", KeyTransform("traits", KeyTransform("context", "payload"))),
+    output_field=TextField(),
+)
+
+
 class Event(models.Model):
     """One accepted call, exactly as normalised at ingest. Never modified (except GDPR purge)."""
 
-    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="events")
+    # Not indexed on its own: the unique (source, message_id) index leads with it.
+    source = models.ForeignKey(
+        Source, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     message_id = models.CharField(max_length=255)
     type = models.CharField(max_length=10, choices=CallType.choices)
-    user_id = models.CharField(max_length=255, blank=True, db_index=True)
+    user_id = models.CharField(max_length=255, blank=True)
     anonymous_id = models.CharField(max_length=255, blank=True)
     event_name = models.CharField(max_length=255, blank=True)
     payload = models.JSONField(
@@ -43,7 +63,20 @@ class Event(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["source", "message_id"], name="event_unique_message")
         ]
-        indexes = [models.Index(fields=["received_at"])]
+        # Exact matches only (a field's db_index would add a second, LIKE index to every insert).
+        # The email indexes are partial: only calls that carry an email are in them.
+        indexes = [
+            models.Index(fields=["received_at"]),
+            models.Index(fields=["user_id"], name="event_user_id"),
+            models.Index(
+                TRAITS_EMAIL, name="event_traits_email", condition=Q(IsNull(TRAITS_EMAIL, False))
+            ),
+            models.Index(
+                CONTEXT_TRAITS_EMAIL,
+                name="event_context_traits_email",
+                condition=Q(IsNull(CONTEXT_TRAITS_EMAIL, False)),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_name or ''} {self.user_id or self.anonymous_id}".strip()
@@ -82,7 +115,7 @@ class Delivery(models.Model):
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
     sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="deliveries")
     lane = models.ForeignKey(Lane, on_delete=models.CASCADE, related_name="deliveries")
-    user_key = models.CharField(max_length=255, db_index=True)
+    user_key = models.CharField(max_length=255)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="Tries that counted (not 429s).")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
@@ -104,8 +137,11 @@ class Delivery(models.Model):
                 name="delivery_pending_by_lane",
                 condition=models.Q(status="pending"),
             ),
-            models.Index(fields=["sync", "status", "created_at"]),
+            # Status first: the admin's status filter and its counts, each sync's backlog, what
+            # "replay all" sends, the latest successes of the health page's p95.
+            models.Index(fields=["status", "sync", "created_at"], name="delivery_status_sync"),
             models.Index(fields=["created_at"]),
+            models.Index(fields=["user_key"], name="delivery_user_key"),
         ]
 
     def __str__(self) -> str:
@@ -130,7 +166,7 @@ class DeliveryAttempt(models.Model):
 
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="attempts")
-    user_key = models.CharField(max_length=255, db_index=True)
+    user_key = models.CharField(max_length=255)
     method = models.CharField(max_length=7)
     url = models.CharField(max_length=2000)
     request_body = models.JSONField(null=True, blank=True)
@@ -142,10 +178,49 @@ class DeliveryAttempt(models.Model):
     started_at = models.DateTimeField()
 
     class Meta:
-        indexes = [models.Index(fields=["started_at"])]
+        indexes = [
+            models.Index(fields=["started_at"]),
+            models.Index(fields=["user_key"], name="attempt_user_key"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.method} {self.url} -> {self.status_code or self.category}"
+
+
+class DeliveryHour(models.Model):
+    """The outcomes of one sync's deliveries created in one (UTC) hour, counted once that hour
+    has settled: a summary row of the health page (``streaming.audit.selectors.syncs_health``),
+    so that its figures cost the same at a thousand deliveries a day as at a million.
+
+    Only final states are counted (a pending delivery is counted live, with the backlog). A row
+    is written for an hour that ended more than ``REOPENED_AFTER`` (and a margin) ago, and
+    removed by triggers on ``streaming_delivery`` (migration 0005) whenever a delivery of its
+    hour changes a count: a final one changed or replayed, a pending one completed that long
+    after its creation, one inserted already final, moved to another hour or sync, or deleted.
+    The next read writes it again. PostgreSQL only; elsewhere the page counts deliveries.
+    """
+
+    # The advisory lock (class, sync id) the page writes under and the triggers respect, and how
+    # late a pending delivery's completion removes its hour's row: both literal in migration 0005.
+    LOCK_CLASS = 7305
+    REOPENED_AFTER = timedelta(hours=1)
+
+    # Indexed by the unique (sync, hour).
+    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="+", db_index=False)
+    hour = models.DateTimeField(help_text="The start of the hour, UTC.")
+    delivered_first_try = models.PositiveIntegerField(default=0)
+    delivered_after_retry = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    expired = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sync", "hour"], name="delivery_hour_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sync_id} {self.hour:%Y-%m-%d %H}:00"
 
 
 class ContactLink(models.Model):
@@ -189,3 +264,119 @@ class KnownEventName(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PersonDeletion(models.Model):
+    """A request to delete one person (GDPR/CCPA), and what remains of it once it is done.
+
+    It holds no personal data: the person is named by `subject_hash`, a keyed hash of their user
+    id (`streaming.delivery.deletion.subject_hash`), never by the id or the email.
+    """
+
+    class Status(models.TextChoices):
+        DELETING = "deleting", "Deleting in Intercom"
+        FAILED = "failed", "A workspace did not delete: replay its delete, or purge anyway"
+        DONE = "done", "Done: deleted and purged"
+
+    class Via(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        API = "api", "API"
+
+    subject_hash = models.CharField(
+        max_length=64, db_index=True, help_text="HMAC-SHA256 of the user id (never the id)."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DELETING)
+    requested_by = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    requested_by_name = models.CharField(
+        "requested by",
+        max_length=150,
+        blank=True,
+        help_text="The requester's username, kept if the user goes.",
+    )
+    requested_via = models.CharField(max_length=5, choices=Via.choices)
+    requested_at = models.DateTimeField()
+    purged_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the person's stored data was purged."
+    )
+    purged = models.JSONField(
+        default=dict, blank=True, help_text="How many rows of each kind the purge changed."
+    )
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        permissions = [("delete_person", "Can delete a person (GDPR/CCPA)")]
+        indexes = [models.Index(fields=["requested_at"])]
+
+    def __str__(self) -> str:
+        return f"deletion {self.pk} ({self.status})"
+
+
+class PersonDeletionTarget(models.Model):
+    """One workspace of a deletion: the delete call queued there, and the workspace's answer."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELETED = "deleted", "Deleted"
+        ABSENT = "absent", "No contact (already absent)"
+        FAILED = "failed", "Failed"
+        NOT_KNOWN = "not_known", "User unknown to this workspace"
+
+    deletion = models.ForeignKey(PersonDeletion, on_delete=models.CASCADE, related_name="targets")
+    destination = models.ForeignKey(
+        Destination, on_delete=models.CASCADE, related_name="person_deletions"
+    )
+    sync = models.ForeignKey(
+        Sync, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    status_code = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Intercom's HTTP status for the delete."
+    )
+    error_code = models.CharField(max_length=100, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deletion", "destination"], name="person_deletion_target_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"destination {self.destination_id}: {self.get_status_display()}"
+
+
+class Suppression(models.Model):
+    """A deleted person's id: calls for it are dropped at ingest until an operator lifts it."""
+
+    subject_hash = models.CharField(
+        max_length=64, help_text="HMAC-SHA256 of the user id (never the id)."
+    )
+    deletion = models.ForeignKey(
+        PersonDeletion,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="suppressions",
+    )
+    created_at = models.DateTimeField()
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by_name = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subject_hash"],
+                condition=models.Q(lifted_at__isnull=True),
+                name="suppression_active_unique",
+            )
+        ]
+        permissions = [("lift_suppression", "Can lift a deleted person's suppression")]
+
+    def __str__(self) -> str:
+        return f"suppression {self.subject_hash[:12]}…"

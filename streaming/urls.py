@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from streaming.audit import api as audit_api
+from streaming.audit import deletion_api
 from streaming.ingest import api, intercom_webhook
 
 urlpatterns = [
@@ -37,4 +38,11 @@ urlpatterns = [
         audit_api.UserDeliveriesView.as_view(),
         name="api-user-deliveries",
     ),
+    # Deleting a person (streaming/audit/deletion_api.py).
+    path(
+        "api/v1/users/<path:user_id>/deletion",
+        deletion_api.PersonDeletionView.as_view(),
+        name="api-user-deletion",
+    ),
+    path("api/v1/deletions/<int:pk>", deletion_api.DeletionView.as_view(), name="api-deletion"),
 ]

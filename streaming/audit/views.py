@@ -7,9 +7,13 @@ permissions, context and messages); the reads are ``selectors``, the writes ``de
     /admin/streaming/delivery/timeline/?q=<user id or email>
     /admin/streaming/delivery/health/[?sync=<id>]
     /admin/streaming/delivery/test-event/?sync=<id>
+    /admin/streaming/delivery/timeline/delete/?user=<user id>   (GDPR/CCPA: "Delete this person")
 
 Also the console's frame, which django-unfold asks for by name (``UNFOLD`` in config/settings.py):
 the admin index's context (``admin_index``) and the sidebar (``admin_navigation``).
+
+Over our usual ~400 lines: every operator page that is not a model's list or form, each a
+short function; they share the admin's context helpers and the same permission checks.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import AdminSite
-from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -37,6 +42,13 @@ from unfold.widgets import (
 
 from integrations.models import Destination, PropertyMapping, Source, Sync
 from streaming.audit.selectors import syncs_health, user_timeline
+from streaming.delivery.deletion import (
+    DeletionRefused,
+    destinations_knowing,
+    person_deletion_existing,
+    person_deletion_request,
+    person_footprint,
+)
 from streaming.delivery.replay import (
     TEST_CALL_TYPES,
     deliveries_replay,
@@ -45,7 +57,7 @@ from streaming.delivery.replay import (
     test_call_normalise,
 )
 from streaming.ingest.segment import InvalidCall
-from streaming.models import Delivery
+from streaming.models import ContactLink, Delivery, DeliveryAttempt, PersonDeletion
 
 
 class DeliveryAdmin(Protocol):
@@ -83,10 +95,110 @@ def timeline(request: HttpRequest, *, delivery_admin: DeliveryAdmin) -> HttpResp
     query = request.GET.get("q", "").strip()
     timeline = user_timeline(query=query)
     title = f"Timeline of {query}" if query else "User timeline"
+    # Each user id shown, with its deletion when the person was deleted on request.
+    people = [(user_id, person_deletion_existing(user_id=user_id)) for user_id in timeline.user_ids]
     return TemplateResponse(
         request,
         "admin/streaming/timeline.html",
-        _context(request, delivery_admin, title, timeline=timeline, query=query),
+        _context(
+            request,
+            delivery_admin,
+            title,
+            timeline=timeline,
+            query=query,
+            people=people,
+            may_delete=request.user.has_perm("streaming.delete_person"),
+        ),
+    )
+
+
+def person_delete(request: HttpRequest, *, delivery_admin: DeliveryAdmin) -> HttpResponse:
+    """The timeline's "Delete this person" (``?user=`` a user id): what will happen, in which
+    workspaces (all that know the person, or some), then the deletion itself."""
+    if not request.user.has_perm("streaming.delete_person"):
+        raise PermissionDenied
+    user_id = (request.POST.get("user") or request.GET.get("user") or "").strip()
+    timeline_url = reverse("admin:streaming_timeline") + f"?q={quote(user_id)}"
+    if not user_id:
+        return HttpResponseRedirect(reverse("admin:streaming_timeline"))
+    existing = person_deletion_existing(user_id=user_id)
+    if existing is not None:
+        delivery_admin.message_user(
+            request,
+            f"This person was deleted already: deletion #{existing.pk}.",
+            messages.WARNING,
+        )
+        return HttpResponseRedirect(
+            reverse("admin:streaming_persondeletion_change", args=[existing.pk])
+        )
+    footprint = person_footprint(user_id=user_id)
+    choices = destinations_knowing(user_id=user_id, footprint=footprint)
+    if request.method == "POST":
+        picked = {int(i) for i in request.POST.getlist("destination") if i.isdigit()}
+        every = {choice.destination.pk for choice in choices}
+        try:
+            requested = person_deletion_request(
+                user_id=user_id,
+                # Every workspace ticked: "all", which is also what a later sync would know.
+                destination_ids=None if picked == every else sorted(picked & every),
+                requested_by=request.user,
+                via=PersonDeletion.Via.ADMIN,
+            )
+        except DeletionRefused as refusal:
+            delivery_admin.message_user(request, str(refusal), messages.ERROR)
+            return HttpResponseRedirect(timeline_url)
+        deletion = requested.deletion
+        # The history names the record, never the person.
+        LogEntry.objects.log_actions(
+            request.user.pk,
+            [deletion],
+            ADDITION,
+            "Requested a person's deletion",
+            single_object=True,
+        )
+        queued = deletion.targets.exclude(delivery=None).count()
+        delivery_admin.message_user(
+            request,
+            f"Deletion #{deletion.pk} started: "
+            + (
+                ngettext(
+                    "a delete call is queued in %(n)d workspace; ",
+                    "delete calls are queued in %(n)d workspaces; ",
+                    queued,
+                )
+                % {"n": queued}
+                if queued
+                else "no workspace to delete in; "
+            )
+            + "the person's data is purged once the deletes are done, and their calls are "
+            "dropped from now on.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(
+            reverse("admin:streaming_persondeletion_change", args=[deletion.pk])
+        )
+    pending = Delivery.objects.filter(event_id__in=footprint.event_ids, status="pending")
+    figures = {
+        "events": len(footprint.event_ids),
+        "deliveries": Delivery.objects.filter(event_id__in=footprint.event_ids).count(),
+        "attempts": DeliveryAttempt.objects.filter(event_id__in=footprint.event_ids).count(),
+        "contact_links": ContactLink.objects.filter(
+            destination_id__in=Destination.objects.values("id"), user_key__in=footprint.keys
+        ).count(),
+        "pending": pending.count(),
+    }
+    return TemplateResponse(
+        request,
+        "admin/streaming/person_delete.html",
+        _context(
+            request,
+            delivery_admin,
+            f"Delete {user_id}",
+            user_id=user_id,
+            choices=choices,
+            figures=figures,
+            timeline_url=timeline_url,
+        ),
     )
 
 
@@ -374,6 +486,8 @@ def admin_navigation(request: HttpRequest) -> list[dict[str, Any]]:
                 _model_item("Deliveries", "outbox", "streaming.delivery"),
                 _model_item("Events", "bolt", "streaming.event"),
                 _model_item("HTTP attempts", "swap_horiz", "streaming.deliveryattempt"),
+                _model_item("Person deletions", "person_remove", "streaming.persondeletion"),
+                _model_item("Suppressed ids", "block", "streaming.suppression"),
             ],
         ),
         (

@@ -25,12 +25,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from integrations.intercom import RateLimitedError
 from integrations.models import Destination, Sync
 from streaming.delivery.attempts import AttemptRecorder
+from streaming.delivery.deletion import deletion_delivery_finished, is_delete
 from streaming.models import Delivery
 from streaming.signals import delivery_failed, delivery_succeeded
 from streaming.storage import RowsUpdate, delivery_state_write
@@ -72,31 +74,43 @@ def delivery_finish(
 ) -> bool:
     """Move a pending delivery to a final state. False when it was no longer pending.
 
-    ``recorder``: its held-back attempt completion is written in the same statement.
+    ``recorder``: its held-back attempt completion is written in the same statement. A
+    deletion's delete call keeps the workspace's answer on the deletion record, and the
+    person's purge once every delete is done, in the same transaction (``deletion``).
     """
     now = timezone.now()
-    moved = delivery_state_write(
-        delivery_id=delivery.pk,
-        values={
-            "status": status,
-            "reason": reason,
-            "completed_at": now,
-            "next_attempt_at": None,
-            **fields,
-        },
-        answer=_answer(recorder),
-    )
+    values = {
+        "status": status,
+        "reason": reason,
+        "completed_at": now,
+        "next_attempt_at": None,
+        **fields,
+    }
+    if is_delete(delivery):
+        with transaction.atomic():
+            moved = delivery_state_write(
+                delivery_id=delivery.pk, values=values, answer=_answer(recorder)
+            )
+            if moved:
+                _in_memory(delivery, values)
+                deletion_delivery_finished(delivery=delivery)
+    else:
+        moved = delivery_state_write(
+            delivery_id=delivery.pk, values=values, answer=_answer(recorder)
+        )
     if not moved:
         return False
-    delivery.status, delivery.reason, delivery.completed_at = status, reason, now
-    delivery.next_attempt_at = None
-    for name, value in fields.items():
-        setattr(delivery, name, value)
+    _in_memory(delivery, values)
     if status == Delivery.Status.SUCCEEDED:
         delivery_succeeded.send(sender=Delivery, delivery=delivery)
     elif status in (Delivery.Status.FAILED, Delivery.Status.EXPIRED):
         delivery_failed.send(sender=Delivery, delivery=delivery)
     return True
+
+
+def _in_memory(delivery: Delivery, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        setattr(delivery, name, value)
 
 
 def delivery_retry(

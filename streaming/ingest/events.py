@@ -3,7 +3,9 @@
 ``events_ingest`` is the one door into the queue of record, used by the HTTP API, the Python
 API and the Intercom webhook source:
 
-1. calls repeating a messageId within the batch are acknowledged and dropped;
+1. calls repeating a messageId within the batch are acknowledged and dropped, and so are the
+   calls of a person deleted on request (``suppression``: not stored, counted per sync like
+   filtered calls, with the reason "suppressed: deleted on request");
 2. each sync of the source gives its verdict on each call (``routes_plan``): filtered out with a
    reason (a disabled sync drops everything), or delivered in the lane of the user that
    ``identity_resolve`` names (a paused sync's deliveries wait in their lanes);
@@ -35,6 +37,7 @@ from integrations.selectors import routes_for_source
 from streaming import storage
 from streaming.ingest.filtered import filtered_count
 from streaming.ingest.segment import Call
+from streaming.ingest.suppression import SUPPRESSED_REASON, suppressed_user_ids
 from streaming.models import Lane
 from streaming.signals import event_ingested, lanes_queued
 
@@ -53,7 +56,8 @@ class IngestResult:
     duplicates: list[str] = field(default_factory=list)  # messageIds already stored: acknowledged
     deliveries: int = 0
     lane_ids: list[int] = field(default_factory=list)
-    filtered: int = 0  # (call, sync) pairs a sync filtered out
+    filtered: int = 0  # (call, sync) pairs a sync filtered out (suppressed ones included)
+    suppressed: int = 0  # calls of people deleted on request: acknowledged, not stored
 
 
 @dataclass(frozen=True)
@@ -108,13 +112,26 @@ def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetim
     if not unique:
         return IngestResult(duplicates=repeated)
     batch = list(unique.values())
+    filtered: Counter[tuple[int, str]] = Counter()
+    suppressed_ids = suppressed_user_ids(call.user_id for call in batch)
+    suppressed = 0
+    if suppressed_ids:
+        kept = [call for call in batch if call.user_id not in suppressed_ids]
+        suppressed = len(batch) - len(kept)
+        for route in routes_for_source(source_id=source.pk):
+            filtered[(route.sync_id, SUPPRESSED_REASON)] += suppressed
+        batch = kept
+    if not batch:
+        _after_commit(source=source, event_ids=[], lane_ids=[], filtered=filtered, at=received_at)
+        return IngestResult(
+            duplicates=repeated, filtered=sum(filtered.values()), suppressed=suppressed
+        )
     plans = routes_plan(batch, source.pk)
     stored = _store(source=source, calls=batch, plans=plans, received_at=received_at)
 
     event_ids: list[int] = []
     duplicates = list(repeated)
     deliveries = 0
-    filtered: Counter[tuple[int, str]] = Counter()
     for call, verdicts in zip(batch, plans, strict=True):
         event_id = stored.event_ids.get(call.message_id)
         if event_id is None:
@@ -136,6 +153,7 @@ def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetim
         deliveries=deliveries,
         lane_ids=lane_ids,
         filtered=sum(filtered.values()),
+        suppressed=suppressed,
     )
 
 
