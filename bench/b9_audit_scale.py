@@ -475,7 +475,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 K and 1 M only")
     parser.add_argument("--sizes", default="", help="comma-separated: 100k,1m,5m")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--before-code", default="", help="the code to time first (default HEAD)")
+    parser.add_argument(
+        "--before-code",
+        default="",
+        help="a folder of the code to time first (default: the revision before the migration)",
+    )
     parser.add_argument("--no-before", action="store_true", help="time this checkout only")
     parser.add_argument("--no-purge", action="store_true")
     parser.add_argument("--purge-timeout", type=float, default=900.0)
@@ -497,7 +501,9 @@ def main() -> None:
     stack.django()
     before_code = None
     if not args.no_before:
-        before_code = Path(args.before_code) if args.before_code else _revision_export("HEAD")
+        before_code = (
+            Path(args.before_code) if args.before_code else _revision_export(_revision_before())
+        )
     sizes = {label: size_run(stack, label, SIZES[label], args, before_code) for label in labels}
     report(sizes)
     summary = figures_summarise(sizes)
@@ -514,6 +520,7 @@ def main() -> None:
             "payload_bytes": "about 1 KB",
             "probe_user": PROBE_USER,
             "before_code": str(before_code) if before_code else None,
+            "before_revision": args.before_code or (None if args.no_before else _revision_before()),
             "purge_retention_days": PURGE_RETENTION_DAYS,
             "ingest_load": "POST /v1/track, closed loop, 8 clients, gunicorn -w 3 --threads 4",
         },
@@ -521,9 +528,19 @@ def main() -> None:
     )
 
 
+def _revision_before() -> str:
+    """The revision before ``MIGRATION`` was committed (HEAD while it is not)."""
+    added = subprocess.run(
+        ["git", "log", "-n", "1", "--diff-filter=A", "--format=%H", "--",
+         f"streaming/migrations/{MIGRATION}.py"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    return f"{added}^" if added else "HEAD"
+
+
 def _revision_export(revision: str) -> Path:
     """The code of ``revision`` in a temporary folder (``git archive``: the checkout untouched)."""
-    target = Path(tempfile.mkdtemp(prefix=f"sb-b9-{revision.lower()}-"))
+    target = Path(tempfile.mkdtemp(prefix="sb-b9-before-"))
     archive = subprocess.run(
         ["git", "archive", revision], cwd=ROOT, capture_output=True, check=True
     ).stdout

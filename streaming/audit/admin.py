@@ -122,17 +122,20 @@ class LargeTablePaginator(Paginator):
         """A whole table newest first, its count an estimate: ids are given in the order rows
         are written and seldom skipped, so the row ``n`` places from the newest has about the
         newest id minus ``n``. Each page is then an index range, however deep (keyset)."""
-        ends = queryset.order_by().aggregate(newest=Max("pk"), oldest=Min("pk"))
         if bottom <= self.count - top:
-            newer = queryset.filter(pk__lte=ends["newest"] - bottom)
+            newest = queryset.order_by().aggregate(id=Max("pk"))["id"]
+            newer = queryset.filter(pk__lte=newest - bottom)
             return list(newer.values_list("pk", flat=True)[: top - bottom])
-        older = queryset.filter(pk__gte=ends["oldest"] + self.count - top).order_by("pk")
+        oldest = queryset.order_by().aggregate(id=Min("pk"))["id"]
+        older = queryset.filter(pk__gte=oldest + self.count - top).order_by("pk")
         return list(older.values_list("pk", flat=True)[: top - bottom])[::-1]
 
     @staticmethod
     def _newest_first(queryset: QuerySet) -> bool:
+        # The changelist may repeat its key: ("-id", "-id").
         pk = queryset.model._meta.pk
-        return list(queryset.query.order_by) in (["-pk"], [f"-{pk.name}"], [f"-{pk.attname}"])
+        order = set(queryset.query.order_by)
+        return bool(order) and order <= {"-pk", f"-{pk.name}", f"-{pk.attname}"}
 
     @staticmethod
     def _table_estimate(queryset: QuerySet) -> int:
