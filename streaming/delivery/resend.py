@@ -199,14 +199,21 @@ def _range_check(since: datetime | None, until: datetime | None) -> tuple[dateti
     return since, until
 
 
-def resend_preview(*, sync: Sync, since: datetime, until: datetime) -> ResendPreview:
-    since, until = _range_check(since, until)
-    calls = range_deliveries(sync=sync, since=since, until=until).count()
+def calls_preview(*, sync: Sync, calls: int) -> ResendPreview:
+    """How long ``calls`` Intercom calls take at the limit of the sync's destination: the one
+    its answers announced, else Intercom's documented default."""
     known = rate_limiter_get(destination_id=sync.destination_id).window_limit()
     return ResendPreview(
         calls=calls,
         per_window=float(known) if known else INTERCOM_DEFAULT_PER_WINDOW,
         limit_known=bool(known),
+    )
+
+
+def resend_preview(*, sync: Sync, since: datetime, until: datetime) -> ResendPreview:
+    since, until = _range_check(since, until)
+    return calls_preview(
+        sync=sync, calls=range_deliveries(sync=sync, since=since, until=until).count()
     )
 
 
