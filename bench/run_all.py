@@ -36,6 +36,7 @@ SCRIPTS = [
     ("b7", "b7_one_event_per_user"),
     ("b8", "b8_worker_defaults"),
     ("b9", "b9_audit_scale"),
+    ("b10", "b10_backfill"),
     ("drills", "drills"),
 ]
 PROFILED = {"b2", "b3"}
@@ -78,6 +79,11 @@ FIGURES = {
         "B9 audit at 5 M events",
         "every page <= 300 ms and <= 2x its time at 100 K",
         "-",
+    ),
+    "b10_backfill": (
+        "B10 backfill of 200,000 host users, killed and resumed",
+        "0 windows over the limit, no one identified twice beyond the batch in flight",
+        "Intercom's default 10,000 calls/min; peers offer no backfill of the host's users",
     ),
 }
 
@@ -142,6 +148,13 @@ def _measured(name: str, document: dict[str, Any]) -> tuple[str, str]:
                 f"{summary['ingest_p99_ms_during_purge']:.0f} ms during it "
                 f"({summary['ingest_p99_ms_alone']:.0f} ms without)"
             )
+    elif name == "b10_backfill":
+        measured = (
+            f"{f['users']:,} users in {f['seconds_to_finish']:.0f} s, {f['calls_per_s']} calls/s; "
+            f"max {f['max_calls_in_a_window']}/window, {f['windows_over_limit']} over, "
+            f"{f['responses_429']} 429s; killed at {f['users_stored_at_kill']:,}: "
+            f"{f['contacts_upserted_twice']} identified twice, {f['users_not_identified']} missed"
+        )
     else:
         measured = "; ".join(
             f"{case}: {v['calls_per_identify']}"

@@ -128,6 +128,12 @@ class Delivery(models.Model):
         null=True, blank=True, help_text="When the retry window started (empty: at creation)."
     )
     completed_at = models.DateTimeField(null=True, blank=True)
+    # A re-send (``streaming.delivery.resend``) is a new delivery of the same event: the number
+    # of the delivery it repeats, kept as a plain number (no foreign key: the original may be
+    # purged by retention, and a delete must not scan this column).
+    resend_of = models.BigIntegerField(
+        "re-send of", null=True, blank=True, help_text="The delivery this one sends again."
+    )
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -380,3 +386,74 @@ class Suppression(models.Model):
 
     def __str__(self) -> str:
         return f"suppression {self.subject_hash[:12]}…"
+
+
+class ResendJob(models.Model):
+    """An operator's re-send of a sync's calls in a time range (``streaming.delivery.resend``).
+
+    Created in batches by a Celery task: ``cursor`` (the last original delivery id done) is
+    committed with each batch's deliveries, so a task that dies is resumed where it stopped.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Queuing the re-sends"
+        DONE = "done", "Done: every re-send is queued"
+        CANCELLED = "cancelled", "Cancelled"
+
+    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="resend_jobs")
+    since = models.DateTimeField(help_text="Deliveries created at or after this time...")
+    until = models.DateTimeField(help_text="...and before this one.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    total = models.PositiveIntegerField(default=0, help_text="Calls in the range when it started.")
+    queued = models.PositiveIntegerField(default=0, help_text="Re-sends queued so far.")
+    cursor = models.BigIntegerField(default=0, help_text="The last original delivery id done.")
+    requested_by_name = models.CharField("requested by", max_length=150, blank=True)
+    requested_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        permissions = [("resend", "Can re-send calls and backfill host users")]
+
+    def __str__(self) -> str:
+        return f"re-send {self.pk} ({self.status})"
+
+
+class BackfillJob(models.Model):
+    """An identify of every existing host user (``streaming.delivery.backfill``).
+
+    ``cursor`` is the primary key of the last user done, committed in the transaction that
+    stores that batch's calls: a run that dies (kill -9, a deploy) is resumed from it, and the
+    batch in flight, stored or not, is never stored twice (its messageIds are per job and user).
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+
+    model = models.CharField(max_length=100, help_text="The host's model, app_label.Model.")
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+")
+    sync = models.ForeignKey(
+        Sync,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Only this sync; empty: every enabled sync of the source.",
+    )
+    since = models.DateTimeField(null=True, blank=True)
+    since_field = models.CharField(max_length=100, blank=True)
+    batch_size = models.PositiveIntegerField(default=500)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    total = models.PositiveIntegerField(default=0, help_text="Users to identify when it started.")
+    done = models.PositiveIntegerField(default=0, help_text="Users identified so far.")
+    cursor = models.CharField(max_length=255, blank=True, help_text="The last primary key done.")
+    requested_by_name = models.CharField("requested by", max_length=150, blank=True)
+    requested_via = models.CharField(max_length=10, default="command")
+    requested_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"backfill {self.pk} of {self.model} ({self.status})"

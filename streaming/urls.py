@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from streaming.audit import api as audit_api
-from streaming.audit import deletion_api
+from streaming.audit import deletion_api, resend_api
 from streaming.ingest import api, intercom_webhook
 
 urlpatterns = [
@@ -45,4 +45,10 @@ urlpatterns = [
         name="api-user-deletion",
     ),
     path("api/v1/deletions/<int:pk>", deletion_api.DeletionView.as_view(), name="api-deletion"),
+    # Re-sending a user's current profile (streaming/audit/resend_api.py).
+    path(
+        "api/v1/users/<path:user_id>/resend",
+        resend_api.ProfileResendView.as_view(),
+        name="api-user-resend",
+    ),
 ]

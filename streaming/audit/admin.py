@@ -44,7 +44,7 @@ from unfold.contrib.filters.admin import TextFilter
 
 from integrations.admin import SourceAdmin
 from integrations.models import Source, Sync
-from streaming.audit import views
+from streaming.audit import resend_admin, views
 from streaming.audit.selectors import events_by_email
 from streaming.delivery.replay import (
     TEST_MESSAGE_PREFIX,
@@ -472,6 +472,7 @@ class DeliveryAdmin(UserSearchMixin, ModelAdmin):
         "id",
         "status_colored",
         "event_link",
+        "resend_of_link",
         "sync",
         "user_key",
         "attempts",
@@ -486,6 +487,15 @@ class DeliveryAdmin(UserSearchMixin, ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
         return super().get_queryset(request).select_related("event", "sync__destination")
+
+    @admin.display(description="re-send")
+    def resend_of_link(self, obj: Delivery) -> str:
+        # A re-send (streaming/delivery/resend.py) names the delivery it repeats, which retention
+        # may have purged since: the number stays.
+        if obj.resend_of is None:
+            return "—"
+        url = reverse("admin:streaming_delivery_change", args=[obj.resend_of])
+        return format_html('re-send of <a href="{}">#{}</a>', url, obj.resend_of)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -648,6 +658,13 @@ class DeliveryAdmin(UserSearchMixin, ModelAdmin):
         return [
             path("timeline/", page(views.timeline), name="streaming_timeline"),
             path("timeline/delete/", page(views.person_delete), name="streaming_person_delete"),
+            path(
+                "timeline/resend/",
+                page(resend_admin.profile_resend_view),
+                name="streaming_profile_resend",
+            ),
+            path("resend/", page(resend_admin.sync_resend), name="streaming_sync_resend"),
+            path("backfill/", page(resend_admin.sync_backfill), name="streaming_sync_backfill"),
             path("health/", page(views.sync_health), name="streaming_sync_health"),
             path(
                 "health/<int:sync_id>/replay/",

@@ -279,6 +279,11 @@ class RedisRateLimiter:
         self._spare_drop()
         self._redis.delete(*self._keys)
 
+    def window_limit(self) -> int | None:
+        """The calls a window allows, as Intercom's headers last said; None when not told."""
+        limit = _number(self._redis.hget(self._keys[0], "limit"))
+        return int(limit) if limit is not None and limit > 0 else None
+
 
 class LocalRateLimiter:
     """The same rules as the Redis script, for one process (the embedded mode)."""
@@ -345,6 +350,11 @@ class LocalRateLimiter:
     def reset(self) -> None:
         with self._lock:
             self.__init__()
+
+    def window_limit(self) -> int | None:
+        """The calls a window allows, as Intercom's headers last said; None when not told."""
+        with self._lock:
+            return self._limit or None
 
 
 _limiters: dict[int, RedisRateLimiter | LocalRateLimiter] = {}

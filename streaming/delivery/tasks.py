@@ -7,9 +7,15 @@ import logging
 from celery import shared_task
 from django.db import close_old_connections, transaction
 
-from streaming.delivery import lanes, sweep
+from streaming.delivery import backfill, lanes, resend, sweep
+from streaming.models import BackfillJob, ResendJob
 
 logger = logging.getLogger(__name__)
+
+# A long job runs a slice at a time and queues its next slice, so one job never holds a worker
+# thread for an hour and a cancel or a deploy takes effect between slices (each slice's
+# batches are committed with the job's cursor: a slice lost with its worker is run again).
+JOB_SLICE_SECONDS = 20.0
 
 
 @shared_task(name="switchboard.lanes_drain")
@@ -44,3 +50,17 @@ def retention_purge() -> None:
     attempts, payloads = sweep.retention_purge()
     if attempts or payloads:
         logger.info("retention: %d attempts deleted, %d payloads blanked", attempts, payloads)
+
+
+@shared_task(name="switchboard.backfill_run")
+def backfill_run(job_id: int) -> None:
+    job = BackfillJob.objects.filter(pk=job_id).first()
+    if job is not None and not backfill.backfill_run(job=job, seconds=JOB_SLICE_SECONDS):
+        transaction.on_commit(lambda: backfill_run.delay(job_id))
+
+
+@shared_task(name="switchboard.resend_job_run")
+def resend_job_run(job_id: int) -> None:
+    job = ResendJob.objects.filter(pk=job_id).first()
+    if job is not None and not resend.resend_job_run(job=job, seconds=JOB_SLICE_SECONDS):
+        transaction.on_commit(lambda: resend_job_run.delay(job_id))

@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -96,11 +96,18 @@ def routes_plan(calls: Sequence[Call], source_id: int) -> list[list[Route]]:
     return plans
 
 
-def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetime) -> IngestResult:
+def events_ingest(
+    *,
+    source: Source,
+    calls: Sequence[Call],
+    received_at: datetime,
+    sync_ids: Collection[int] | None = None,
+) -> IngestResult:
     """Store valid, normalised calls and their deliveries in one transaction (see module doc).
 
     Calls repeating a messageId (already stored for this source, or earlier in ``calls``) are
-    acknowledged in ``duplicates`` and neither stored nor delivered again.
+    acknowledged in ``duplicates`` and neither stored nor delivered again. ``sync_ids`` limits
+    the syncs the calls go to (a backfill into one sync); the others do not see them at all.
     """
     unique: dict[str, Call] = {}
     repeated: list[str] = []
@@ -127,6 +134,8 @@ def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetim
             duplicates=repeated, filtered=sum(filtered.values()), suppressed=suppressed
         )
     plans = routes_plan(batch, source.pk)
+    if sync_ids is not None:
+        plans = [[v for v in verdicts if v.sync_id in sync_ids] for verdicts in plans]
     stored = _store(source=source, calls=batch, plans=plans, received_at=received_at)
 
     event_ids: list[int] = []
