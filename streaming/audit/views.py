@@ -496,6 +496,7 @@ def admin_navigation(request: HttpRequest) -> list[dict[str, Any]]:
                 _model_item("HTTP attempts", "swap_horiz", "streaming.deliveryattempt"),
                 _model_item("Person deletions", "person_remove", "streaming.persondeletion"),
                 _model_item("Suppressed ids", "block", "streaming.suppression"),
+                _model_item("Alerts", "notifications", "streaming.alert"),
             ],
         ),
         (
@@ -507,6 +508,7 @@ def admin_navigation(request: HttpRequest) -> list[dict[str, Any]]:
                 _model_item("Syncs", "sync_alt", "integrations.sync"),
                 _model_item("Event filters", "filter_alt", "integrations.eventfilter"),
                 _model_item("Property mappings", "account_tree", "integrations.propertymapping"),
+                _model_item("Alert rules", "notification_add", "streaming.alertrule"),
             ],
         ),
         (
