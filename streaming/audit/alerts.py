@@ -206,7 +206,8 @@ def _resolve(rule: AlertRule, alert: Alert, *, watched: bool, now: datetime) -> 
     subject = f"[Switchboard] Resolved: {alert.get_kind_display()}: {rule.sync}"
     sent = notify(rule, subject=subject, text=text)
     alert.resolved_at, alert.resolved_message = now, text
-    alert.sent = f"{alert.sent}\nresolved: {sent.text}".strip()
+    resolved_lines = "\n".join(f"resolved: {line}" for line in sent.text.splitlines())
+    alert.sent = f"{alert.sent}\n{resolved_lines}".strip()
     Alert.objects.filter(pk=alert.pk).update(sent=alert.sent)
     return True
 

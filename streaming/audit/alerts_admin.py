@@ -15,6 +15,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html_join
 from unfold.admin import ModelAdmin
 from unfold.decorators import action, display
+from unfold.widgets import UnfoldAdminTextareaWidget
 
 from integrations.forms import SecretFieldsForm
 from streaming.audit.admin import ReadOnlyAdmin, when
@@ -29,6 +30,7 @@ class AlertRuleForm(SecretFieldsForm):
     class Meta:
         model = AlertRule
         fields = "__all__"
+        widgets = {"email_to": UnfoldAdminTextareaWidget(attrs={"rows": 2})}
 
     def clean_email_to(self) -> str:
         text = self.cleaned_data.get("email_to", "")

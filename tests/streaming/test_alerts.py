@@ -98,7 +98,7 @@ def rule_make(sync, hook=None, **conditions):
 
 
 def test_a_failure_rate_over_the_threshold_is_raised_once_then_resolved(sync, hook):
-    rule = rule_make(sync, hook, failure_rate_percent=50, failure_window_minutes=15)
+    rule_make(sync, hook, failure_rate_percent=50, failure_window_minutes=15)
     failed = deliveries(sync, "failed", 8)
     deliveries(sync, "succeeded", 4)
     deliveries(sync, "failed", 20, ago=timedelta(minutes=40))  # before the window
