@@ -74,7 +74,9 @@ PAGES = [
     ("events", "events list"),
     ("attempts", "attempts list"),
     ("api", "GET /api/v1/users/{id}/deliveries"),
-    ("overview", "overview (admin index)"),
+    ("overview", "overview (admin index), charts by hour"),
+    ("overview_hour", "overview, charts by minute"),
+    ("overview_month", "overview, charts by day (30 days)"),
 ]
 
 
@@ -97,6 +99,8 @@ def _page_urls(last_page: int) -> dict[str, str]:
         "attempts": "/admin/streaming/deliveryattempt/",
         "api": f"/api/v1/users/{PROBE_USER}/deliveries",
         "overview": "/admin/",
+        "overview_hour": "/admin/?span=hour",
+        "overview_month": "/admin/?span=month",
     }
 
 

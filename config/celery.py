@@ -10,5 +10,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("switchboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-# The tasks live in the delivery room (streaming/delivery/tasks.py), not in an app's tasks.py.
-app.autodiscover_tasks(["streaming.delivery"])
+# The tasks live in the rooms (streaming/delivery/tasks.py, streaming/audit/tasks.py: alerts),
+# not in an app's tasks.py.
+app.autodiscover_tasks(["streaming.delivery", "streaming.audit"])

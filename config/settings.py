@@ -228,6 +228,14 @@ SWITCHBOARD_RETENTION = timedelta(days=env.int("SWITCHBOARD_RETENTION_DAYS", def
 SWITCHBOARD_LEASE_SECONDS = env.float("SWITCHBOARD_LEASE_SECONDS", default=60.0)
 SWITCHBOARD_RETRY_BASE_SECONDS = env.float("SWITCHBOARD_RETRY_BASE_SECONDS", default=10.0)
 SWITCHBOARD_RETRY_MAX_SECONDS = env.float("SWITCHBOARD_RETRY_MAX_SECONDS", default=300.0)
+# Alerts (streaming/audit/alerts.py): how often the rules are evaluated; the sender of their
+# emails (EMAIL_URL: e.g. smtp://user:password@host:587, read by django-environ); the admin's
+# address, which makes the links in alerts absolute.
+SWITCHBOARD_ALERTS_SECONDS = env.float("SWITCHBOARD_ALERTS_SECONDS", default=60.0)
+# django-environ's idiom: EMAIL_BACKEND, EMAIL_HOST, ... from one URL (console: printed).
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("SWITCHBOARD_ALERTS_FROM", default="switchboard@localhost")
+SWITCHBOARD_SITE_URL = env.str("SWITCHBOARD_SITE_URL", default="")
 # A sweep that waited in a backlog longer than two intervals is dropped: the next one is due.
 CELERY_BEAT_SCHEDULE = {
     "lanes-sweep": {
@@ -236,6 +244,11 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 2 * SWITCHBOARD_SWEEP_SECONDS},
     },
     "retention-purge": {"task": "switchboard.retention_purge", "schedule": 3600.0},
+    "alerts-evaluate": {
+        "task": "switchboard.alerts_evaluate",
+        "schedule": SWITCHBOARD_ALERTS_SECONDS,
+        "options": {"expires": SWITCHBOARD_ALERTS_SECONDS},
+    },
 }
 # The delivery hot path's statements are prepared on PostgreSQL (streaming/statements.py); off for
 # a pooler that does not keep prepared statements (PgBouncer in transaction mode before 1.21).

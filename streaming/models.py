@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import ExpressionWrapper, Q, TextField
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.lookups import IsNull
 
+from integrations.encryption import EncryptedTextField
 from integrations.models import Destination, Source, Sync
 
 
@@ -457,3 +459,86 @@ class BackfillJob(models.Model):
 
     def __str__(self) -> str:
         return f"backfill {self.pk} of {self.model} ({self.status})"
+
+
+class AlertRule(models.Model):
+    """When to tell someone about a sync, and whom: the conditions (any left empty is off) and
+    the channels. Evaluated every ``SWITCHBOARD_ALERTS_SECONDS`` by Celery beat
+    (``streaming.audit.alerts``); each alert raised and cleared is an ``Alert``."""
+
+    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="alert_rules")
+    enabled = models.BooleanField(default=True)
+    failure_rate_percent = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(99)],
+        help_text="Alert when more than this share (%) of the deliveries finished in the window "
+        "failed or expired. Empty: off.",
+    )
+    failure_window_minutes = models.PositiveIntegerField(
+        default=15,
+        validators=[MinValueValidator(1), MaxValueValidator(1440)],
+        help_text="The failure rate's window, in minutes (1 to 1,440).",
+    )
+    failure_min_deliveries = models.PositiveIntegerField(
+        default=10,
+        help_text="Judge the failure rate only when at least this many deliveries finished in "
+        "the window, so that one failure of one is not a 100 % alert.",
+    )
+    backlog_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Alert when the oldest pending delivery is older than this, in minutes. "
+        "Empty: off.",
+    )
+    token_refused = models.BooleanField(
+        default=True, help_text="Alert when Intercom refuses the destination's token (401)."
+    )
+    email_to = models.TextField(
+        blank=True, help_text="Email addresses, separated by commas or new lines."
+    )
+    webhook_url = EncryptedTextField(
+        blank=True,
+        help_text='A Slack-compatible incoming webhook: receives {"text": …} as JSON. '
+        "Write-only (it holds a secret); only its host is ever shown.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"alerts of {self.sync}"
+
+
+class Alert(models.Model):
+    """One alert: raised when a rule's condition became true, resolved when it cleared."""
+
+    class Kind(models.TextChoices):
+        FAILURE_RATE = "failure_rate", "Failure rate"
+        BACKLOG = "backlog", "Backlog too old"
+        TOKEN_REFUSED = "token_refused", "Token refused"
+        TEST = "test", "Test alert"
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
+    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    message = models.TextField()
+    raised_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_message = models.TextField(blank=True)
+    # Where it was sent, and how each channel answered (a webhook named by its host only).
+    sent = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-raised_at", "-id"]
+        constraints = [
+            # One open alert per rule and condition: two evaluations at once raise it once.
+            models.UniqueConstraint(
+                fields=["rule", "kind"],
+                condition=models.Q(resolved_at__isnull=True) & ~models.Q(kind="test"),
+                name="alert_open_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["raised_at"], name="alert_raised_at")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} on {self.sync}"

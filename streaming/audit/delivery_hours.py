@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import Count, F, Min, Q, QuerySet, Sum
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from streaming.models import Delivery, DeliveryHour
@@ -210,3 +211,70 @@ HOURS_INSERT = """
     ) c ON c.sync_id = m.sync_id AND c.hour = m.hour
     ON CONFLICT (sync_id, hour) DO NOTHING
 """
+
+
+@dataclass(frozen=True)
+class HourOutcomes:
+    """The final states of one sync's deliveries created in one UTC hour (the overview's bars)."""
+
+    sync_id: int
+    hour: datetime
+    delivered: int
+    failed: int  # failed or expired: Intercom refused, or the retry window ran out
+    skipped: int
+
+
+def _hour_rows(rows: QuerySet) -> list[HourOutcomes]:
+    return [
+        HourOutcomes(
+            sync_id=row["sync_id"],
+            hour=row["hour"],
+            delivered=(row["delivered_first_try"] or 0) + (row["delivered_after_retry"] or 0),
+            failed=(row["failed"] or 0) + (row["expired"] or 0),
+            skipped=row["skipped"] or 0,
+        )
+        for row in rows
+    ]
+
+
+def _hours_counted(*, sync_ids: list[int], since: datetime) -> list[HourOutcomes]:
+    """Row by row: the deliveries created from ``since``, per sync and UTC hour."""
+    rows = (
+        Delivery.objects.filter(sync_id__in=sync_ids, created_at__gte=since)
+        .exclude(status=S.PENDING)
+        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
+        .values("sync_id", "hour")
+        .annotate(**_final_counts(since=None))
+    )
+    return _hour_rows(rows)
+
+
+def hours_outcomes(*, sync_ids: list[int], since: datetime) -> list[HourOutcomes]:
+    """Each sync's final outcomes per UTC hour from ``since`` (an hour's start): the settled
+    hours from the summary rows (written if missing, like ``outcomes_summarised``), the hours
+    since counted row by row. Elsewhere than PostgreSQL, all row by row."""
+    if connection.vendor != "postgresql":
+        return _hours_counted(sync_ids=sync_ids, since=since)
+    with transaction.atomic():
+        locked = _locks_try(sync_ids)
+        hours = _hours_counted(sync_ids=[i for i in sync_ids if i not in locked], since=since)
+        if not locked:
+            return hours
+        settled = _hour_floor(timezone.now() - SETTLED_AFTER)
+        _hours_write(sorted(locked), settled_before=settled)
+        summary = DeliveryHour.objects.filter(
+            sync_id__in=locked, hour__gte=since, hour__lt=settled
+        ).values(
+            "sync_id",
+            "hour",
+            "delivered_first_try",
+            "delivered_after_retry",
+            "failed",
+            "expired",
+            "skipped",
+        )
+        return [
+            *hours,
+            *_hour_rows(summary),
+            *_hours_counted(sync_ids=sorted(locked), since=max(since, settled)),
+        ]

@@ -41,6 +41,7 @@ from unfold.widgets import (
 )
 
 from integrations.models import Destination, PropertyMapping, Source, Sync
+from streaming.audit.overview import CHART_OPTIONS, DEFAULT_SPAN, SPANS, overview_build
 from streaming.audit.selectors import syncs_health, user_timeline
 from streaming.delivery.deletion import (
     DeletionRefused,
@@ -412,11 +413,18 @@ class TestEventForm(forms.Form):
 
 
 def admin_index(request: HttpRequest, context: dict[str, Any]) -> dict[str, Any]:
-    """The admin's landing page: where to look first, and the way to every operator page."""
+    """The admin's landing page: the overview of every workspace and sync (``?span=`` hour,
+    day or month for the charts), the way to every operator page, and what is configured."""
     user = request.user
+    may_view = user.has_perm("streaming.view_delivery")
     context["title"] = "Overview"
+    context["overview"] = (
+        overview_build(span_key=request.GET.get("span", DEFAULT_SPAN)) if may_view else None
+    )
+    context["spans"] = SPANS.values()
+    context["chart_options"] = CHART_OPTIONS
     context["console"] = {
-        "may_view": user.has_perm("streaming.view_delivery"),
+        "may_view": may_view,
         "may_operate": user.has_perm("streaming.change_delivery"),
         "may_configure": user.has_perm("integrations.view_sync"),
         # Three tiny tables: what is configured, so an empty install says where to start.
@@ -488,6 +496,7 @@ def admin_navigation(request: HttpRequest) -> list[dict[str, Any]]:
                 _model_item("HTTP attempts", "swap_horiz", "streaming.deliveryattempt"),
                 _model_item("Person deletions", "person_remove", "streaming.persondeletion"),
                 _model_item("Suppressed ids", "block", "streaming.suppression"),
+                _model_item("Alerts", "notifications", "streaming.alert"),
             ],
         ),
         (
@@ -499,6 +508,7 @@ def admin_navigation(request: HttpRequest) -> list[dict[str, Any]]:
                 _model_item("Syncs", "sync_alt", "integrations.sync"),
                 _model_item("Event filters", "filter_alt", "integrations.eventfilter"),
                 _model_item("Property mappings", "account_tree", "integrations.propertymapping"),
+                _model_item("Alert rules", "notification_add", "streaming.alertrule"),
             ],
         ),
         (

@@ -378,3 +378,38 @@ def rate_limiter_get(*, destination_id: int) -> RedisRateLimiter | LocalRateLimi
                 limiter = LocalRateLimiter()
             _limiters[destination_id] = limiter
         return limiter
+
+
+@dataclass(frozen=True)
+class LimiterState:
+    """What the shared limiter knows of a workspace's current window (the overview's headroom).
+
+    ``limit`` None: no answer has told it yet; 0: answers carry no limit (not throttled).
+    """
+
+    limit: int | None
+    remaining: int | None
+    window_end: float | None  # Unix seconds, Redis's clock
+
+
+def limiter_state(*, destination_id: int) -> LimiterState | None:
+    """The limiter's state in Redis, read without touching it; None without ``REDIS_URL`` (the
+    embedded mode's limiter lives in the worker's process, out of the web process's sight)."""
+    if not settings.REDIS_URL:
+        return None
+    global _redis_client
+    with _lock:
+        if _redis_client is None:
+            import redis
+
+            _redis_client = redis.Redis.from_url(settings.REDIS_URL)
+        client = _redis_client
+    limit, remaining, window_end = client.hmget(
+        f"sb:ratelimit:{destination_id}", "limit", "remaining", "window_end"
+    )
+    limit_number = _number(limit.decode() if limit else None)
+    return LimiterState(
+        limit=None if limit_number is None or limit_number < 0 else int(limit_number),
+        remaining=None if remaining is None else int(float(remaining.decode())),
+        window_end=_number(window_end.decode() if window_end else None),
+    )
