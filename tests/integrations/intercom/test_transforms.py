@@ -167,7 +167,8 @@ MAPPING_CASES = [
     pytest.param(
         identify(),
         SyncConfig(contact_role="lead"),
-        [contact({"role": "lead"})],
+        # Intercom sets no external_id on a lead
+        [("contact upsert", {"role": "lead"}, {})],
         [],
         id="identify-role-lead",
     ),
@@ -779,9 +780,22 @@ IDENTITY_CASES = [
     pytest.param(
         track(userId=None, anonymousId="a1"),
         SyncConfig(anonymous="anonymous_id"),
-        # a lead: only a lead can be merged into the user an alias names later
-        Identity(user_key="a1", external_id="a1", email=None, role="lead"),
+        # RudderStack's "anonymousId as secondary user id": a contact of the sync's role
+        Identity(user_key="a1", external_id="a1", email=None, role="user"),
         id="identity-anonymous-id",
+    ),
+    pytest.param(
+        track(userId=None, anonymousId="a1"),
+        SyncConfig(anonymous="lead", contact_role="user"),
+        # a lead has no external_id: it is known by the Intercom id kept for its anonymousId
+        Identity(user_key="a1", external_id=None, email=None, role="lead"),
+        id="identity-visitor-as-lead",
+    ),
+    pytest.param(
+        track(anonymousId="a1"),
+        SyncConfig(anonymous="lead"),
+        Identity(user_key="u1", external_id="u1", email=None, role="user"),
+        id="identity-visitor-as-lead-with-user-id",
     ),
     pytest.param(
         identify({"email": " Ann@Example.com"}),
