@@ -567,12 +567,9 @@ class _Execution:
                 Identity(user_key=lead_key, external_id=None, email=lead_key, role="lead"),
                 use_cache=False,
             )
-        user_id = self.contact_id or self.contact_find(self.identity)
-        if user_id is None:
-            self.notes.append(
-                f"merge skipped: the user {self.identity.user_key!r} does not exist in Intercom"
-            )
-            return
+        # An alias may come before the user's identify (Segment's alias-then-identify at
+        # signup): it says the user exists, so a minimal one is created to merge into.
+        user_id = self.contact_ensure()
         if lead_id is None:
             self.notes.append(
                 f"no lead to merge: no call about the visitor {lead_key!r} reached Intercom"
@@ -674,9 +671,14 @@ class _Execution:
                 # when a 409 named it), or one Intercom's events do not see yet (retried).
                 self.contact_archived_settle(self.contact_id)
                 continue
-            # The cached id may be the stale one that made the event 404: resolve afresh.
+            # The cached id may be the stale one that made the event 404: resolve afresh, from
+            # what is remembered now (a visitor's lead may have been merged meanwhile).
             self.contact_id = None
             self.cached = None
+            if identity.role == "lead" and identity.external_id is None:
+                # A lead is found only through what is remembered; re-read it.
+                self._cached = _NOT_READ
+                self.visitor_merged = self.state.contact_role(identity.user_key) == "user"
             self.contact_ensure()
 
     # --- tags -----------------------------------------------------------------------------
