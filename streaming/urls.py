@@ -6,7 +6,7 @@ from django.urls import path
 
 from streaming.audit import api as audit_api
 from streaming.audit import deletion_api
-from streaming.ingest import api, intercom_webhook
+from streaming.ingest import api, audiences, intercom_webhook
 
 urlpatterns = [
     path("v1/identify", api.IdentifyView.as_view(), name="v1-identify"),
@@ -45,4 +45,10 @@ urlpatterns = [
         name="api-user-deletion",
     ),
     path("api/v1/deletions/<int:pk>", deletion_api.DeletionView.as_view(), name="api-deletion"),
+    # Audience membership as Intercom tags (streaming/ingest/audiences.py).
+    path(
+        "api/v1/audiences/<path:name>/members",
+        audiences.AudienceMembersView.as_view(),
+        name="api-audience-members",
+    ),
 ]
