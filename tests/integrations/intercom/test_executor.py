@@ -19,9 +19,12 @@ from integrations.intercom.executor import plan_execute
 from integrations.intercom.operations import (
     CompanyAttach,
     CompanyDetach,
+    CompanyTag,
     CompanyUpsert,
     ContactDelete,
     ContactMerge,
+    ContactTag,
+    ContactTagList,
     ContactTouch,
     ContactUpsert,
     EventCreate,
@@ -796,3 +799,60 @@ def test_a_null_for_an_attribute_intercom_lacks_is_dropped_not_created(harness):
     assert "plan_name" in outcome.reason and "null" in outcome.reason
     [contact] = harness.contacts()
     assert contact["custom_attributes"] == {}
+
+
+# --- tags ---------------------------------------------------------------------------------
+
+
+def tags_of_contact(harness, contact_id: str) -> list[str]:
+    state = harness.sandbox.state()
+    names = {tag["id"]: tag["name"] for tag in state["tags"]}
+    return sorted(names[t] for t in state["contact_tags"].get(contact_id, []))
+
+
+def test_a_tag_list_tags_new_names_and_untags_the_names_gone(harness):
+    user = harness.api("POST", "/contacts", {"role": "user", "external_id": "u-1"})
+    harness.api("POST", "/tags", {"name": "Trial"})  # exists already: looked up, not created
+
+    def audiences(*names: str) -> Plan:
+        return Plan(identity=USER, operations=(ContactTagList("audiences", names),))
+
+    harness.run(audiences("trial", "Beta"))
+    assert tags_of_contact(harness, user["id"]) == ["Beta", "Trial"]
+    assert [tag["name"] for tag in harness.sandbox.state()["tags"]] == ["Trial", "Beta"]
+
+    harness.run(audiences("Beta", "Power"))
+
+    assert tags_of_contact(harness, user["id"]) == ["Beta", "Power"]
+    # only the changes were sent: Power tagged, Trial untagged (tag ids from the cache)
+    assert [c for c in harness.calls() if "/tags" in c] == [
+        "POST /tags",
+        f"POST /contacts/{user['id']}/tags",
+        f"DELETE /contacts/{user['id']}/tags/{harness.state.tags['trial']}",
+    ]
+    assert harness.state.tag_lists[("u-1", "audiences")] == {"Beta", "Power"}
+
+
+def test_untagging_a_tag_the_contact_lacks_is_noted_not_failed(harness):
+    harness.api("POST", "/contacts", {"role": "user", "external_id": "u-1"})
+    harness.api("POST", "/tags", {"name": "VIP"})
+
+    outcome = harness.run(Plan(identity=USER, operations=(ContactTag("VIP", tagged=False),)))
+
+    assert outcome.status == "skipped"
+    assert "the contact did not have it" in outcome.reason
+
+
+def test_a_company_is_tagged_and_untagged_by_name(harness):
+    company = harness.api("POST", "/companies", {"company_id": "acme"})
+
+    harness.run(Plan(identity=USER, operations=(CompanyTag("acme", "Enterprise"),)))
+    tagged = harness.sandbox.state()["company_tags"]
+    harness.run(Plan(identity=USER, operations=(CompanyTag("acme", "Enterprise", tagged=False),)))
+
+    assert len(tagged[company["id"]]) == 1
+    assert harness.sandbox.state()["company_tags"] == {}
+    assert harness.recorder.started_calls[-1]["body"] == {
+        "name": "Enterprise",
+        "companies": [{"id": company["id"], "untag": True}],
+    }
