@@ -230,7 +230,10 @@ class Sync(models.Model):
 
     class Anonymous(models.TextChoices):
         DROP = "drop", "Drop calls without a userId"
-        ANONYMOUS_ID = "anonymous_id", "Use anonymousId as external_id"
+        ANONYMOUS_ID = "anonymous_id", "Use anonymousId as the contact's external_id (never merged)"
+        # Intercom merges only a lead into a user, and a lead has no external_id: visitors are
+        # leads known by the Intercom id Switchboard remembers for their anonymousId.
+        LEAD = "lead", "Visitors as leads, merged into the user when identify or alias links them"
 
     class PageHandling(models.TextChoices):
         IGNORE = "ignore", "Ignore (skipped)"
@@ -258,7 +261,14 @@ class Sync(models.Model):
     missing_contact = models.CharField(
         max_length=10, choices=MissingContact.choices, default=MissingContact.CREATE
     )
-    anonymous = models.CharField(max_length=15, choices=Anonymous.choices, default=Anonymous.DROP)
+    anonymous = models.CharField(
+        max_length=15,
+        choices=Anonymous.choices,
+        default=Anonymous.DROP,
+        help_text="Calls without a userId. 'Visitors as leads': an identify or alias carrying "
+        "both ids merges the visitor's lead into the user, once; later calls for either id "
+        "reach the user.",
+    )
     page_handling = models.CharField(
         max_length=10, choices=PageHandling.choices, default=PageHandling.IGNORE
     )
@@ -395,6 +405,10 @@ class EventFilter(models.Model):
             raise ValidationError({"field": "An operator or value needs a field."})
 
 
+# Tag names are free text in Intercom (case-insensitive); only what would read as another tag
+# (edge spaces) or break a header or a log line (control characters) is refused.
+TAG_NAME_RE = re.compile(r"[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?")
+
 # Intercom attribute names: letters, digits, underscores, hyphens and currency symbols other than
 # '$' (reserved, like '.', by Intercom's data model); we also forbid spaces to keep names stable.
 INTERCOM_NAME_RE = re.compile(r"[\w\-¢£¤¥€₹₽₩]+")
@@ -408,6 +422,10 @@ class PropertyMapping(models.Model):
         EVENT_METADATA = "event_metadata", "Event metadata"
         CONTACT_ATTRIBUTE = "contact_attribute", "Contact custom attribute"
         COMPANY_ATTRIBUTE = "company_attribute", "Company custom attribute"
+        # A boolean trait (true tags, false untags, under the mapping's Intercom name) or a list
+        # of tag names (traits.audiences: each is a tag; names gone since the last call untag).
+        CONTACT_TAG = "contact_tag", "Contact tag"
+        COMPANY_TAG = "company_tag", "Company tag (group traits)"
 
     sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="mappings")
     target = models.CharField(max_length=20, choices=Target.choices)
@@ -436,7 +454,9 @@ class PropertyMapping(models.Model):
                     "source_path": "Start with properties., traits. or context., e.g. properties.plan."
                 }
             )
-        if not INTERCOM_NAME_RE.fullmatch(self.intercom_name or ""):
+        if self.target in (self.Target.CONTACT_TAG, self.Target.COMPANY_TAG):
+            self._tag_clean()
+        elif not INTERCOM_NAME_RE.fullmatch(self.intercom_name or ""):
             raise ValidationError(
                 {
                     "intercom_name": "Intercom names use letters, digits, '_' , '-' and currency "
@@ -456,3 +476,22 @@ class PropertyMapping(models.Model):
                     f"Intercom keeps at most {METADATA_KEYS_MAX} metadata keys per event; this "
                     "sync already maps that many."
                 )
+
+    def _tag_clean(self) -> None:
+        """A tag mapping: the tag's name (or the list's label, for a list of names), and a path
+        the call carries: a company tag reads a group call's traits."""
+        if not TAG_NAME_RE.fullmatch(self.intercom_name or ""):
+            raise ValidationError(
+                {
+                    "intercom_name": "The tag's name in Intercom (for a list such as "
+                    "traits.audiences, a label for the list): text without leading or trailing "
+                    "spaces."
+                }
+            )
+        if self.target == self.Target.COMPANY_TAG and not self.source_path.startswith("traits."):
+            raise ValidationError(
+                {
+                    "source_path": "A company tag reads a group call's traits, e.g. "
+                    "traits.enterprise."
+                }
+            )

@@ -72,6 +72,8 @@ def sync_config_build(*, sync: Sync) -> SyncConfig:
         event_metadata=tuple(by_target[PropertyMapping.Target.EVENT_METADATA]),
         contact_attributes=tuple(by_target[PropertyMapping.Target.CONTACT_ATTRIBUTE]),
         company_attributes=tuple(by_target[PropertyMapping.Target.COMPANY_ATTRIBUTE]),
+        contact_tags=tuple(by_target[PropertyMapping.Target.CONTACT_TAG]),
+        company_tags=tuple(by_target[PropertyMapping.Target.COMPANY_TAG]),
     )
 
 

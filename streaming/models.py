@@ -27,6 +27,7 @@ class CallType(models.TextChoices):
     SCREEN = "screen"
     ALIAS = "alias"
     DELETE = "delete"
+    AUDIENCE = "audience"  # from POST /api/v1/audiences/{name}/members, never from ingest
 
 
 # The two places Segment calls carry an email, as expressions: the audit looks an address up in
@@ -542,3 +543,69 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} on {self.sync}"
+
+
+class VisitorLink(models.Model):
+    """An anonymousId known to be a user, in a sync that sends visitors as leads.
+
+    Written at ingest by the first identify or alias carrying both ids; from then on calls that
+    carry only the anonymousId go to the user's lane (``streaming/ingest/visitors.py``).
+    """
+
+    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="visitor_links")
+    anonymous_id = models.CharField(max_length=255)
+    user_id = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sync", "anonymous_id"], name="visitor_link_unique")
+        ]
+        indexes = [models.Index(fields=["user_id"], name="visitor_link_user")]
+
+    def __str__(self) -> str:
+        return f"{self.anonymous_id} -> {self.user_id}"
+
+
+class TagListSent(models.Model):
+    """The tag names of a list (``traits.audiences``) last sent for a contact or a company, so
+    that a name gone from the list untags it."""
+
+    destination = models.ForeignKey(
+        Destination, on_delete=models.CASCADE, related_name="tag_lists_sent"
+    )
+    owner_key = models.CharField(max_length=255, help_text="user key, or company:<company_id>")
+    list_name = models.CharField(max_length=190)
+    names = models.JSONField(default=list)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["destination", "owner_key", "list_name"], name="tag_list_sent_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner_key} {self.list_name}: {len(self.names)} tags"
+
+
+class AudienceChange(models.Model):
+    """One ``POST /api/v1/audiences/{name}/members``: who changed which audience, how much.
+
+    Holds counts, not the user ids (those travel as the calls queued in each user's lane).
+    """
+
+    audience = models.CharField(max_length=190)
+    added = models.PositiveIntegerField(default=0)
+    removed = models.PositiveIntegerField(default=0)
+    deliveries = models.PositiveIntegerField(default=0)
+    requested_by_name = models.CharField(max_length=150, blank=True)
+    requested_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-requested_at"]
+        permissions = [("change_audience_members", "Can add and remove audience members")]
+
+    def __str__(self) -> str:
+        return f"{self.audience}: +{self.added} -{self.removed}"

@@ -6,7 +6,7 @@ from django.urls import path
 
 from streaming.audit import api as audit_api
 from streaming.audit import deletion_api, resend_api
-from streaming.ingest import api, intercom_webhook
+from streaming.ingest import api, audiences, intercom_webhook
 
 urlpatterns = [
     path("v1/identify", api.IdentifyView.as_view(), name="v1-identify"),
@@ -50,5 +50,11 @@ urlpatterns = [
         "api/v1/users/<path:user_id>/resend",
         resend_api.ProfileResendView.as_view(),
         name="api-user-resend",
+    ),
+    # Audience membership as Intercom tags (streaming/ingest/audiences.py).
+    path(
+        "api/v1/audiences/<path:name>/members",
+        audiences.AudienceMembersView.as_view(),
+        name="api-audience-members",
     ),
 ]

@@ -21,8 +21,14 @@ Intercom quirks handled here, with where they come from:
   entry is forgotten and the contact resolved again.
 - Custom attributes must exist before they are written (400 otherwise): they are created first,
   or dropped and reported, per the sync; a 400 about an attribute refreshes the names once.
-- Leads cannot be found by external id (find_by_external_id is for users) and events for leads
-  need Intercom's ``id``.
+- Leads have no external id (Intercom sets none on a lead; find_by_external_id is for users):
+  a lead is known by the Intercom id remembered for its key, and its events need that ``id``.
+- ``POST /contacts/merge`` takes only a lead into a user and removes the lead (it answers 404
+  afterwards): a visitor's lead is merged once, after the visitor's earlier calls went out, and
+  its key then names the user's contact, so later calls about the visitor reach the user.
+- Tags are attached by id (``POST /contacts/{id}/tags``): ids are looked up by name
+  (``GET /tags``, names ignore case) and cached, and a missing tag is created (``POST /tags``);
+  companies are tagged by name (``POST /tags`` with ``companies``).
 
 Over our usual ~400 lines: one class, one method per Intercom operation, each with the quirk
 it handles (listed above); they share the resolved contact, so they stay together.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -47,9 +54,13 @@ from integrations.intercom.client import (
 from integrations.intercom.operations import (
     CompanyAttach,
     CompanyDetach,
+    CompanyTag,
+    CompanyTagList,
     CompanyUpsert,
     ContactDelete,
     ContactMerge,
+    ContactTag,
+    ContactTagList,
     ContactTouch,
     ContactUpsert,
     DestinationState,
@@ -66,7 +77,14 @@ _CONFLICT_ID = re.compile(r"already exists with id=([A-Za-z0-9_-]+)")
 _LINK_ID = re.compile(r"/contacts/([^/>?;]+)>")
 Model = Literal["contact", "company"]
 _NOT_READ = object()
-_COMPANY_OPERATIONS = (CompanyUpsert, CompanyAttach, CompanyDetach)
+# What an identify's fingerprint covers besides the contact (transforms._identify).
+_COVERED_OPERATIONS = (
+    CompanyUpsert,
+    CompanyAttach,
+    CompanyDetach,
+    ContactTag,
+    ContactTagList,
+)
 
 
 class _ContactArchived(Exception):
@@ -144,6 +162,8 @@ class _Execution:
         # writes or reads of them answer 404.
         self.conflict_ids: set[str] = set()
         self.refused_ids: set[str] = set()
+        self.visitor_merged = False  # the plan is about a visitor whose lead was merged
+        self.tags: dict[str, str] | None = None  # lower-cased tag name -> Intercom id
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -179,14 +199,25 @@ class _Execution:
         return result
 
     def run(self) -> Outcome:
-        operations = list(self.plan.operations)
+        identity = self.plan.identity
+        if identity is not None and identity.role == "lead" and identity.external_id is None:
+            # A visitor whose lead was merged: its key now names the user's contact.
+            self.visitor_merged = self.state.contact_role(identity.user_key) == "user"
+        operations = [
+            op
+            for op in self.plan.operations
+            # A merge is done once; the identifies that repeat it later cost nothing.
+            if not (isinstance(op, ContactMerge) and self.merged_already(op.lead_key))
+        ]
+        if not operations:
+            return Outcome("skipped", "the visitor was merged into the user already")
         upserts = [op for op in operations if isinstance(op, ContactUpsert)]
         unchanged = [
             op for op in upserts if self.cached is not None and self.cached[1] == op.fingerprint
         ]
-        # An identify's fingerprint covers its companies too (transforms._identify): when it is
-        # unchanged, so are the company operations that came with it.
-        covered = [op for op in operations if isinstance(op, _COMPANY_OPERATIONS)]
+        # An identify's fingerprint covers its companies and tags too (transforms._identify):
+        # when it is unchanged, so are the operations that came with it.
+        covered = [op for op in operations if isinstance(op, _COVERED_OPERATIONS)]
         if unchanged and len(unchanged) + len(covered) == len(operations):
             # The change detection that makes a warm identify cost zero calls.
             return Outcome("skipped", "unchanged", self.cached[0] if self.cached else None)
@@ -226,6 +257,14 @@ class _Execution:
             self.contact_merge(operation)
         elif isinstance(operation, ContactDelete):
             self.contact_delete(operation)
+        elif isinstance(operation, ContactTag):
+            self.contact_tag(operation)
+        elif isinstance(operation, ContactTagList):
+            self.contact_tag_list(operation)
+        elif isinstance(operation, CompanyTag):
+            self.company_tag(operation)
+        elif isinstance(operation, CompanyTagList):
+            self.company_tag_list(operation)
         else:  # pragma: no cover - the Operation union is closed
             raise TypeError(f"unknown operation {operation!r}")
 
@@ -330,7 +369,7 @@ class _Execution:
                 return merged_contact_id(result)
             raise error_for(result)
         # Search lags minutes behind creation; a miss here is settled by the 409 on create.
-        if identity.external_id:
+        if identity.external_id and identity.role == "user":
             field, value = "external_id", identity.external_id
         elif identity.email:
             field, value = "email", identity.email
@@ -362,7 +401,7 @@ class _Execution:
                 body["custom_attributes"] = attributes
             if contact_id is None:
                 create_body = {"role": identity.role}
-                if identity.external_id:
+                if identity.external_id and identity.role == "user":
                     create_body["external_id"] = identity.external_id
                 if identity.email:
                     create_body["email"] = identity.email
@@ -474,7 +513,9 @@ class _Execution:
             fingerprint = (
                 self.cached[1] if self.cached and self.cached[0] == self.contact_id else ""
             )
-        self.state.contact_set(identity.user_key, self.contact_id, identity.role, fingerprint)
+        # A merged visitor's key keeps naming a user (see contact_merge).
+        role = "user" if self.visitor_merged else identity.role
+        self.state.contact_set(identity.user_key, self.contact_id, role, fingerprint)
         self.cached = (self.contact_id, fingerprint)
 
     def contact_ensure(self) -> str:
@@ -486,9 +527,10 @@ class _Execution:
         return self.contact_id
 
     def contact_upsert(self, operation: ContactUpsert) -> None:
-        self.contact_write(
-            fields=dict(operation.fields), custom_attributes=dict(operation.custom_attributes)
-        )
+        fields = dict(operation.fields)
+        if self.visitor_merged:
+            fields.pop("role", None)  # the contact is the user the lead was merged into
+        self.contact_write(fields=fields, custom_attributes=dict(operation.custom_attributes))
         # With companies to follow, the id is cached now and the fingerprint at the end (run).
         self.contact_remember("" if self.fingerprint_after is not None else operation.fingerprint)
         self.sent += 1
@@ -498,35 +540,59 @@ class _Execution:
         self.contact_remember()
         self.sent += 1
 
+    def merged_already(self, lead_key: str) -> bool:
+        """Whether the visitor ``lead_key`` was merged (its key names a user's contact now)."""
+        return self.state.contact_role(lead_key) == "user"
+
     def contact_merge(self, operation: ContactMerge) -> None:
+        """Merge the lead known by ``lead_key`` into the plan's user, once.
+
+        Afterwards the visitor's key names the user's contact, so that calls about the visitor
+        still to come reach the user; a retry after a merge whose answer was lost finds the
+        lead gone (404) and settles the same way.
+        """
         lead_key = operation.lead_key
-        lead_identity = Identity(
-            user_key=lead_key,
-            external_id=None if "@" in lead_key else lead_key,
-            email=lead_key if "@" in lead_key else None,
-            role="lead",
-        )
-        lead_id = self.contact_find(lead_identity)
-        user_id = self.contact_id or self.contact_find(self.identity)
-        if lead_id is None or user_id is None:
-            missing, key = (
-                ("lead", lead_key) if lead_id is None else ("user", self.identity.user_key)
+        if self.state.lead_calls_pending(lead_key):
+            # Merged now, the lead would be gone for the visitor's calls still queued, and the
+            # first of them would create a new lead that nothing merges any more.
+            raise RetryableError(
+                f"waiting for the calls about the visitor {lead_key!r} to be sent before "
+                "merging its lead into the user",
+                code="visitor_calls_pending",
             )
-            self.notes.append(f"merge skipped: the {missing} {key!r} does not exist in Intercom")
-            return
-        result = self.send(
-            "POST",
-            "/contacts/merge",
-            # alias is the app saying both are one person; Intercom otherwise only merges
-            # contacts sharing an email or phone.
-            body={"from": lead_id, "into": user_id, "skip_duplicate_validation": True},
-        )
-        if not result.ok:
-            raise error_for(result)
+        cached_lead = self.state.contact_get(lead_key)
+        lead_id = cached_lead[0] if cached_lead else None
+        if lead_id is None and "@" in lead_key:
+            lead_id = self.contact_find(
+                Identity(user_key=lead_key, external_id=None, email=lead_key, role="lead"),
+                use_cache=False,
+            )
+        # An alias may come before the user's identify (Segment's alias-then-identify at
+        # signup): it says the user exists, so a minimal one is created to merge into.
+        user_id = self.contact_ensure()
+        if lead_id is None:
+            self.notes.append(
+                f"no lead to merge: no call about the visitor {lead_key!r} reached Intercom"
+            )
+        elif lead_id != user_id:
+            result = self.send(
+                "POST",
+                "/contacts/merge",
+                # The app says both are one person; Intercom otherwise only merges contacts
+                # sharing an email or phone.
+                body={"from": lead_id, "into": user_id, "skip_duplicate_validation": True},
+            )
+            if result.status == 404:
+                # Merged by a try whose answer was lost, or deleted in Intercom meanwhile.
+                self.notes.append(f"the lead of {lead_key!r} no longer exists in Intercom")
+            elif not result.ok:
+                raise error_for(result)
+            else:
+                self.sent += 1
         self.contact_id = user_id
-        self.state.contact_forget(lead_key)
+        # The visitor's key now names the user: later calls about the visitor reach the user.
+        self.state.contact_set(lead_key, user_id, "user", "")
         self.contact_remember()
-        self.sent += 1
 
     def contact_delete(self, operation: ContactDelete) -> None:
         identity = self.identity
@@ -568,7 +634,7 @@ class _Execution:
         identity = self.identity
         for attempt in range(3):
             body: dict[str, Any] = {"event_name": name, "created_at": operation.created_at}
-            if identity.role == "lead":
+            if identity.role == "lead" or self.visitor_merged:
                 lead_id = self.contact_id or self.contact_find(identity)
                 if lead_id is None:
                     result = None
@@ -580,7 +646,7 @@ class _Execution:
                 body["email"] = identity.email
             if operation.metadata:
                 body["metadata"] = dict(operation.metadata)
-            if "id" in body or identity.role != "lead":
+            if "id" in body or not (identity.role == "lead" or self.visitor_merged):
                 result = self.send("POST", "/events", body=body)
                 if result.ok:
                     self.sent += 1
@@ -605,10 +671,128 @@ class _Execution:
                 # when a 409 named it), or one Intercom's events do not see yet (retried).
                 self.contact_archived_settle(self.contact_id)
                 continue
-            # The cached id may be the stale one that made the event 404: resolve afresh.
+            # The cached id may be the stale one that made the event 404: resolve afresh, from
+            # what is remembered now (a visitor's lead may have been merged meanwhile).
             self.contact_id = None
             self.cached = None
+            if identity.role == "lead" and identity.external_id is None:
+                # A lead is found only through what is remembered; re-read it.
+                self._cached = _NOT_READ
+                self.visitor_merged = self.state.contact_role(identity.user_key) == "user"
             self.contact_ensure()
+
+    # --- tags -----------------------------------------------------------------------------
+
+    def tag_ids_load(self, *, fresh: bool = False) -> dict[str, str]:
+        tags = None if fresh else (self.tags if self.tags is not None else self.state.tag_ids())
+        if tags is None:
+            result = self.send("GET", "/tags")
+            if not result.ok:
+                raise error_for(result)
+            tags = {
+                str(tag["name"]).casefold(): str(tag["id"])
+                for tag in (result.body or {}).get("data") or []
+                if tag.get("name") and tag.get("id") is not None
+            }
+            self.state.tag_ids_set(tags)
+        self.tags = dict(tags)
+        return self.tags
+
+    def tag_id(self, name: str, *, fresh: bool = False) -> str:
+        """The Intercom id of the tag ``name``, created when the workspace has none by that
+        name (Intercom's tag names ignore case)."""
+        tags = self.tag_ids_load(fresh=fresh)
+        key = name.casefold()
+        if key not in tags:
+            result = self.send("POST", "/tags", body={"name": name})
+            if not result.ok:
+                raise error_for(result, creating=True)
+            tags[key] = str(result.body["id"])
+            self.state.tag_ids_set(tags)
+        return tags[key]
+
+    def contact_tag(self, operation: ContactTag) -> None:
+        identity = self.identity
+        if operation.tagged:
+            contact_id = self.contact_ensure()
+        else:
+            contact_id = self.contact_id or self.contact_find(identity)
+            if contact_id is None:
+                self.notes.append(f"untag {operation.name!r} skipped: no Intercom contact")
+                return
+            self.contact_id = contact_id
+        for attempt in range(2):
+            tag_id = self.tag_id(operation.name, fresh=attempt > 0)
+            if operation.tagged:
+                result = self.send("POST", f"/contacts/{contact_id}/tags", body={"id": tag_id})
+            else:
+                result = self.send("DELETE", f"/contacts/{contact_id}/tags/{tag_id}")
+            if result.ok:
+                self.sent += 1
+                return
+            if result.status == 404 and attempt == 0:
+                # A tag deleted in Intercom behind our cached id: look the name up again.
+                continue
+            if result.status == 404 and not operation.tagged:
+                self.notes.append(f"untag {operation.name!r}: the contact did not have it")
+                return
+            raise error_for(result)
+
+    def contact_tag_list(self, operation: ContactTagList) -> None:
+        owner = self.identity.user_key
+        self.tag_list_apply(
+            owner,
+            operation.list_name,
+            operation.names,
+            lambda name, tagged: self.contact_tag(ContactTag(name=name, tagged=tagged)),
+        )
+
+    def tag_list_apply(
+        self,
+        owner: str,
+        list_name: str,
+        names: tuple[str, ...],
+        apply: Callable[[str, bool], None],
+    ) -> None:
+        """Tag each name of the list, untag the names sent last time that are gone, and
+        remember the list (the list sent before is the only record of what to untag)."""
+        before = self.state.tags_sent(owner, list_name) or set()
+        wanted = {name.casefold(): name for name in names}
+        gone = sorted((n for n in before if n.casefold() not in wanted), key=str.casefold)
+        known = {n.casefold() for n in before}
+        for name in names:
+            if name.casefold() not in known:
+                apply(name, True)
+        for name in gone:
+            apply(name, False)
+        self.state.tags_sent_set(owner, list_name, set(names))
+
+    def company_tag(self, operation: CompanyTag) -> None:
+        company = self.company_find(operation.company_id)
+        if company is None:
+            self.notes.append(
+                f"tag {operation.name!r} skipped: company {operation.company_id!r} does not "
+                "exist in Intercom"
+            )
+            return
+        item: dict[str, Any] = {"id": company}
+        if not operation.tagged:
+            item["untag"] = True
+        result = self.send("POST", "/tags", body={"name": operation.name, "companies": [item]})
+        if not result.ok:
+            raise error_for(result)
+        self.sent += 1
+
+    def company_tag_list(self, operation: CompanyTagList) -> None:
+        company_id = operation.company_id
+        self.tag_list_apply(
+            f"company:{company_id}",
+            operation.list_name,
+            operation.names,
+            lambda name, tagged: self.company_tag(
+                CompanyTag(company_id=company_id, name=name, tagged=tagged)
+            ),
+        )
 
     # --- companies ------------------------------------------------------------------------
 

@@ -92,16 +92,36 @@ def identity_resolve(*, call: dict, config: SyncConfig) -> Identity | str:
 
     parts = path_parts(config.external_id_path)
     external_id = identifier_text(call_path_get(user_view(call), parts))
-    role = config.contact_role
-    if external_id is None and config.anonymous == "anonymous_id":
-        external_id = identifier_text(call.get("anonymousId"))
-        # A visitor known only by anonymousId is a lead: Intercom merges only a lead into a
-        # user (POST /contacts/merge), which is what the alias that names them later asks for.
-        role = "lead"
+    if external_id is None and config.anonymous != "drop":
+        anonymous_id = identifier_text(call.get("anonymousId"))
+        if anonymous_id is not None and config.anonymous == "lead":
+            # A visitor is a lead, the only role Intercom merges into a user (POST
+            # /contacts/merge), and a lead has no external_id: it is known by the Intercom id
+            # remembered for its anonymousId (ContactLink), which is also its lane's key.
+            return Identity(user_key=anonymous_id, external_id=None, email=email, role="lead")
+        # RudderStack's "anonymousId as secondary user id": a contact of the sync's role.
+        external_id = anonymous_id
     if external_id is None:
         if config.external_id_path != "userId":
             return f"no external id at {config.external_id_path}"
         if config.anonymous == "drop":
             return "anonymous call (no userId) and the sync drops anonymous calls"
         return "no userId and no anonymousId"
-    return Identity(user_key=external_id, external_id=external_id, email=email, role=role)
+    return Identity(
+        user_key=external_id, external_id=external_id, email=email, role=config.contact_role
+    )
+
+
+def visitor_linked(*, call: dict, identity: Identity, config: SyncConfig) -> str | None:
+    """The anonymousId an identify or alias links to the user it is about, when the sync sends
+    visitors as leads; None otherwise. The visitor's lead is merged into that user."""
+    if config.anonymous != "lead" or identity.external_id is None:
+        return None
+    kind = call.get("type")
+    if kind == "identify":
+        anonymous_id = identifier_text(call.get("anonymousId"))
+    elif kind == "alias":
+        anonymous_id = identifier_text(call.get("previousId"))
+    else:
+        return None
+    return anonymous_id if anonymous_id not in (None, identity.user_key) else None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 Role = Literal["user", "lead"]
-CallType = Literal["identify", "track", "group", "page", "screen", "alias", "delete"]
+CallType = Literal["identify", "track", "group", "page", "screen", "alias", "delete", "audience"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,42 @@ class ContactDelete:
     pass
 
 
+@dataclass(frozen=True)
+class ContactTag:
+    """Tag the contact with ``name`` (``tagged``) or remove that tag; the tag is created in
+    Intercom when missing."""
+
+    name: str
+    tagged: bool = True
+
+
+@dataclass(frozen=True)
+class ContactTagList:
+    """The contact's tags from a list of names (``traits.audiences``): each is tagged, and the
+    names of the list sent last time (remembered under ``list_name``) that are gone untag."""
+
+    list_name: str
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CompanyTag:
+    """Tag (or untag) the company ``company_id`` (ours) with ``name`` (``POST /tags``)."""
+
+    company_id: str
+    name: str
+    tagged: bool = True
+
+
+@dataclass(frozen=True)
+class CompanyTagList:
+    """A company's tags from a list of names, as ``ContactTagList`` does for contacts."""
+
+    company_id: str
+    list_name: str
+    names: tuple[str, ...]
+
+
 Operation = (
     ContactUpsert
     | ContactTouch
@@ -100,6 +136,10 @@ Operation = (
     | EventCreate
     | ContactMerge
     | ContactDelete
+    | ContactTag
+    | ContactTagList
+    | CompanyTag
+    | CompanyTagList
 )
 
 
@@ -131,7 +171,7 @@ class SyncConfig:
     external_id_path: str = "userId"
     contact_role: Role = "user"
     missing_contact: Literal["create", "retry", "skip"] = "create"
-    anonymous: Literal["drop", "anonymous_id"] = "drop"
+    anonymous: Literal["drop", "anonymous_id", "lead"] = "drop"
     page_handling: Literal["ignore", "last_seen", "event"] = "ignore"
     update_last_seen: bool = False
     unknown_attributes: Literal["create", "drop"] = "create"
@@ -141,6 +181,8 @@ class SyncConfig:
     event_metadata: tuple[tuple[str, str], ...] = ()
     contact_attributes: tuple[tuple[str, str], ...] = ()
     company_attributes: tuple[tuple[str, str], ...] = ()
+    contact_tags: tuple[tuple[str, str], ...] = ()  # (source_path, tag name or list label)
+    company_tags: tuple[tuple[str, str], ...] = ()
 
 
 class DestinationState(Protocol):
@@ -159,6 +201,26 @@ class DestinationState(Protocol):
     def attribute_names_set(
         self, model: Literal["contact", "company"], names: set[str]
     ) -> None: ...
+
+    def contact_role(self, user_key: str) -> str | None:
+        """The role remembered with the user's contact: "user" for a visitor's key once its
+        lead was merged into a user (the key then names the user's contact)."""
+
+    def lead_calls_pending(self, lead_key: str) -> bool:
+        """Whether calls about the visitor ``lead_key`` are still waiting to be sent (in a sync
+        of this workspace that sends visitors as leads): their lead is merged only after them,
+        so that none of them creates a lead again once it is merged away."""
+
+    def tag_ids(self) -> dict[str, str] | None:
+        """The workspace's tags, lower-cased name -> Intercom id, or None when not loaded."""
+
+    def tag_ids_set(self, tags: dict[str, str]) -> None: ...
+
+    def tags_sent(self, owner_key: str, list_name: str) -> set[str] | None:
+        """The names of the tag list ``list_name`` last sent for a contact (its user key) or a
+        company ("company:<company_id>"); None when nothing was remembered."""
+
+    def tags_sent_set(self, owner_key: str, list_name: str, names: set[str]) -> None: ...
 
     def event_names(self) -> set[str]:
         """Event names this workspace has received through us (for the 120-name limit); may be

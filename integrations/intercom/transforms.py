@@ -29,13 +29,18 @@ from integrations.intercom.identity import (
     identity_resolve,
     path_parts,
     path_walk,
+    visitor_linked,
 )
 from integrations.intercom.operations import (
     CompanyAttach,
     CompanyDetach,
+    CompanyTag,
+    CompanyTagList,
     CompanyUpsert,
     ContactDelete,
     ContactMerge,
+    ContactTag,
+    ContactTagList,
     ContactTouch,
     ContactUpsert,
     Dropped,
@@ -329,7 +334,8 @@ def _contact_fields(
 ) -> dict[str, Any]:
     traits = _traits(call)
     fields: dict[str, Any] = {"role": identity.role}
-    if identity.external_id is not None:
+    if identity.external_id is not None and identity.role == "user":
+        # Intercom sets no external_id on a lead: leads are known by their Intercom id.
         fields["external_id"] = identity.external_id
     if identity.email is not None:
         fields["email"] = identity.email
@@ -431,14 +437,99 @@ def _identify(
             operations, company_types = _company_from_trait(source, company, config, dropped)
             company_operations.extend(operations)
             types.update(company_types)
+    tag_operations = _contact_tags(view, config, dropped)
     upsert = ContactUpsert(
         fields=fields,
         custom_attributes=attributes.values,
-        # The companies count too: an unchanged fingerprint means the whole identify (contact
-        # and companies) would send what Intercom already has.
-        fingerprint=_fingerprint(fields, attributes.values, company_operations),
+        # The companies and tags count too: an unchanged fingerprint means the whole identify
+        # (contact, companies, tags) would send what Intercom already has.
+        fingerprint=_fingerprint(fields, attributes.values, [*company_operations, *tag_operations]),
     )
-    return [upsert, *company_operations], dropped, types
+    operations: list[Operation] = [upsert, *company_operations, *tag_operations]
+    visitor = visitor_linked(call=dict(call), identity=identity, config=config)
+    if visitor is not None:
+        # Last: the user exists by then. Done once (the executor remembers the merge).
+        operations.append(ContactMerge(lead_key=visitor))
+    return operations, dropped, types
+
+
+# --- tags -------------------------------------------------------------------------------------
+
+TAG_VALUE_REASON = "a tag mapping takes true / false or a list of tag names"
+
+
+def _tag_names(source: str, value: list | tuple, dropped: list[Dropped]) -> tuple[str, ...]:
+    """The tag names of a list, trimmed, without repeats (Intercom's names ignore case)."""
+    names: dict[str, str] = {}
+    for index, item in enumerate(value):
+        name = item.strip() if isinstance(item, str) else ""
+        if not name:
+            dropped.append(Dropped(f"{source}.{index}", "not a tag name"))
+        elif len(name) > ATTRIBUTE_NAME_MAX:
+            dropped.append(
+                Dropped(f"{source}.{index}", f"tag name longer than {ATTRIBUTE_NAME_MAX}")
+            )
+        else:
+            names.setdefault(name.casefold(), name)
+    return tuple(sorted(names.values(), key=str.casefold))
+
+
+def _tag_mapping_values(
+    view: Mapping[str, Any],
+    mappings: tuple[tuple[str, str], ...],
+    dropped: list[Dropped],
+    *,
+    user_traits_fallback: bool = True,
+) -> Iterator[tuple[str, bool | tuple[str, ...]]]:
+    """(tag name or list label, True/False or the list's names) per mapping the call carries."""
+    for source_path, name in mappings:
+        parts = path_parts(source_path)
+        value = call_path_get(view, parts) if user_traits_fallback else path_walk(view, parts)
+        if value is MISSING or value is None:
+            continue
+        if isinstance(value, bool):
+            yield name, value
+        elif isinstance(value, list | tuple):
+            yield name, _tag_names(source_path, value, dropped)
+        else:
+            dropped.append(Dropped(source_path, TAG_VALUE_REASON))
+
+
+def _contact_tags(
+    view: Mapping[str, Any], config: SyncConfig, dropped: list[Dropped]
+) -> list[Operation]:
+    operations: list[Operation] = []
+    for name, value in _tag_mapping_values(view, config.contact_tags, dropped):
+        if isinstance(value, bool):
+            operations.append(ContactTag(name=name, tagged=value))
+        else:
+            operations.append(ContactTagList(list_name=name, names=value))
+    return operations
+
+
+def _company_tags(
+    company_id: str, view: Mapping[str, Any], config: SyncConfig, dropped: list[Dropped]
+) -> list[Operation]:
+    operations: list[Operation] = []
+    # A group call's context.traits are the user's, never the company's.
+    for name, value in _tag_mapping_values(
+        view, config.company_tags, dropped, user_traits_fallback=False
+    ):
+        if isinstance(value, bool):
+            operations.append(CompanyTag(company_id=company_id, name=name, tagged=value))
+        else:
+            operations.append(CompanyTagList(company_id=company_id, list_name=name, names=value))
+    return operations
+
+
+def _audience(call: Mapping[str, Any], config: SyncConfig) -> tuple[list[Operation], str]:
+    """An audience change from ``POST /api/v1/audiences/{name}/members``: tag or untag."""
+    if not config.send_users:
+        return [], "the sync does not send users (audience)"
+    name = call.get("audience")
+    if not isinstance(name, str) or not name.strip():
+        return [], "audience call without an audience name"
+    return [ContactTag(name=name.strip(), tagged=call.get("member") is not False)], ""
 
 
 def _companies_of(traits: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -794,7 +885,11 @@ def plan_build(*, call: dict, config: SyncConfig) -> Plan:
             skip_reason = "group call without a groupId"
         else:
             upsert, types = _company_upsert(group_id, call, config, dropped)
-            operations = [upsert, CompanyAttach(company_id=group_id)]
+            operations = [
+                upsert,
+                CompanyAttach(company_id=group_id),
+                *_company_tags(group_id, call, config, dropped),
+            ]
     elif kind in ("page", "screen"):
         operations, dropped, skip_reason = _page(call, config)
     elif kind == "alias":
@@ -809,6 +904,8 @@ def plan_build(*, call: dict, config: SyncConfig) -> Plan:
             operations = [ContactMerge(lead_key=previous)]
     elif kind == "delete":
         operations = [ContactDelete()]
+    elif kind == "audience":
+        operations, skip_reason = _audience(call, config)
     else:
         skip_reason = f"unknown call type {kind!r}"
 

@@ -70,6 +70,8 @@ from streaming.models import (
     PersonDeletion,
     PersonDeletionTarget,
     Suppression,
+    TagListSent,
+    VisitorLink,
 )
 from streaming.signals import lanes_queued
 
@@ -264,8 +266,8 @@ def delete_call_build(
         candidates.append({"traits": {"email": key}})
     else:
         candidates.append(_path_set({}, config.external_id_path, key))
-        if config.anonymous == "anonymous_id":
-            candidates.append({"anonymousId": key})  # a visitor's lane: a lead
+        if config.anonymous != "drop":
+            candidates.append({"anonymousId": key})  # a visitor's lane
     for candidate in candidates:
         call = {"type": "delete", "messageId": message_id, "timestamp": at, **candidate}
         identity = identity_resolve(call=call, config=config)
@@ -611,6 +613,10 @@ def person_purge(*, user_id: str, deletion: PersonDeletion) -> dict[str, int]:
     destination_ids = list(Destination.objects.values_list("id", flat=True))
     counts["contact_links"] = ContactLink.objects.filter(
         destination_id__in=destination_ids, user_key__in=keys
+    ).delete()[0]
+    counts["tag_lists"] = TagListSent.objects.filter(owner_key__in=keys).delete()[0]
+    counts["visitor_links"] = VisitorLink.objects.filter(
+        Q(user_id__in=keys) | Q(anonymous_id__in=keys)
     ).delete()[0]
 
     # Free text elsewhere that may quote them: another user's refusal naming their email, a

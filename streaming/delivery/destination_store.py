@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from integrations.models import Destination
-from streaming.models import ContactLink, KnownEventName
+from streaming.models import ContactLink, Delivery, KnownEventName, TagListSent
 
 ATTRIBUTE_NAMES_TTL = 3600
 
@@ -56,6 +56,45 @@ class DestinationStore:
 
     def contact_forget(self, user_key: str) -> None:
         ContactLink.objects.filter(destination_id=self.destination_id, user_key=user_key).delete()
+
+    def contact_role(self, user_key: str) -> str | None:
+        return (
+            ContactLink.objects.filter(destination_id=self.destination_id, user_key=user_key)
+            .values_list("role", flat=True)
+            .first()
+        )
+
+    def lead_calls_pending(self, lead_key: str) -> bool:
+        return Delivery.objects.filter(
+            lane__sync__destination_id=self.destination_id,
+            lane__sync__anonymous="lead",
+            lane__user_key=lead_key,
+            status=Delivery.Status.PENDING,
+        ).exists()
+
+    def tag_ids(self) -> dict[str, str] | None:
+        return cache.get(f"sb:tags:{self.destination_id}")
+
+    def tag_ids_set(self, tags: dict[str, str]) -> None:
+        cache.set(f"sb:tags:{self.destination_id}", dict(tags), ATTRIBUTE_NAMES_TTL)
+
+    def tags_sent(self, owner_key: str, list_name: str) -> set[str] | None:
+        names = (
+            TagListSent.objects.filter(
+                destination_id=self.destination_id, owner_key=owner_key, list_name=list_name
+            )
+            .values_list("names", flat=True)
+            .first()
+        )
+        return set(names) if names is not None else None
+
+    def tags_sent_set(self, owner_key: str, list_name: str, names: set[str]) -> None:
+        TagListSent.objects.update_or_create(
+            destination_id=self.destination_id,
+            owner_key=owner_key,
+            list_name=list_name,
+            defaults={"names": sorted(names, key=str.casefold)},
+        )
 
     def _attributes_key(self, model: str) -> str:
         return f"sb:attributes:{self.destination_id}:{model}"

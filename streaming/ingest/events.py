@@ -38,6 +38,7 @@ from streaming import storage
 from streaming.ingest.filtered import filtered_count
 from streaming.ingest.segment import Call
 from streaming.ingest.suppression import SUPPRESSED_REASON, suppressed_user_ids
+from streaming.ingest.visitors import VisitorRouting
 from streaming.models import Lane
 from streaming.signals import event_ingested, lanes_queued
 
@@ -69,8 +70,10 @@ class Route:
     reason: str = ""
 
 
-def routes_plan(calls: Sequence[Call], source_id: int) -> list[list[Route]]:
-    """Per call, each sync's verdict (pure Python once the routes are loaded)."""
+def routes_plan(
+    calls: Sequence[Call], source_id: int, visitors: VisitorRouting | None = None
+) -> list[list[Route]]:
+    """Per call, each sync's verdict (pure Python once the routes and ``visitors`` are loaded)."""
     routes = routes_for_source(source_id=source_id)
     plans: list[list[Route]] = []
     for call in calls:
@@ -91,7 +94,12 @@ def routes_plan(calls: Sequence[Call], source_id: int) -> list[list[Route]]:
                 reason = f"user id longer than {USER_KEY_MAX_LENGTH} characters"
                 verdicts.append(Route(sync_id=route.sync_id, reason=reason))
             else:
-                verdicts.append(Route(sync_id=route.sync_id, user_key=identity.user_key))
+                user_key = (
+                    visitors.lane_key(route=route, call=call, identity=identity)
+                    if visitors is not None
+                    else identity.user_key
+                )
+                verdicts.append(Route(sync_id=route.sync_id, user_key=user_key))
         plans.append(verdicts)
     return plans
 
@@ -133,10 +141,12 @@ def events_ingest(
         return IngestResult(
             duplicates=repeated, filtered=sum(filtered.values()), suppressed=suppressed
         )
-    plans = routes_plan(batch, source.pk)
+    visitors = VisitorRouting(routes=routes_for_source(source_id=source.pk), calls=batch)
+    plans = routes_plan(batch, source.pk, visitors)
     if sync_ids is not None:
         plans = [[v for v in verdicts if v.sync_id in sync_ids] for verdicts in plans]
     stored = _store(source=source, calls=batch, plans=plans, received_at=received_at)
+    visitors.store()
 
     event_ids: list[int] = []
     duplicates = list(repeated)

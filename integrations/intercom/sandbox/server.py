@@ -163,6 +163,16 @@ class SandboxCore:
                 re.compile(rf"/contacts/{_CONTACT}/companies/(?P<company_id>[^/]+)"),
                 lambda m, q, b: self.workspace.company_detach(m["contact_id"], m["company_id"]),
             ),
+            (
+                "POST",
+                re.compile(rf"/contacts/{_CONTACT}/tags"),
+                lambda m, q, b: self.workspace.contact_tag_add(m["contact_id"], b),
+            ),
+            (
+                "DELETE",
+                re.compile(rf"/contacts/{_CONTACT}/tags/(?P<tag_id>[^/]+)"),
+                lambda m, q, b: self.workspace.contact_tag_remove(m["contact_id"], m["tag_id"]),
+            ),
             ("POST", re.compile(r"/companies"), lambda m, q, b: self.workspace.company_upsert(b)),
             ("GET", re.compile(r"/companies"), self._companies_get),
             ("POST", re.compile(r"/events"), lambda m, q, b: self.workspace.event_create(b)),

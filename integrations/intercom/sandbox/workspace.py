@@ -106,6 +106,8 @@ class Workspace:
         self.event_names: set[str] = set()
         self.attributes: dict[str, dict[str, str]] = {"contact": {}, "company": {}}
         self.tags: dict[str, dict[str, Any]] = {}
+        self.contact_tags: dict[str, list[str]] = {}  # contact id -> tag ids
+        self.company_tags: dict[str, list[str]] = {}  # Intercom company id -> tag ids
         self.event_name_limit = EVENT_NAME_LIMIT
 
     # --- views ----------------------------------------------------------------------------
@@ -124,7 +126,17 @@ class Workspace:
                 "total_count": len(companies),
                 "has_more": False,
             },
-            "tags": {"type": "list", "data": [], "total_count": 0, "has_more": False},
+            "tags": {
+                "type": "list",
+                "data": [
+                    {"type": "tag", "id": tag_id, "name": self.tags[tag_id]["name"]}
+                    for tag_id in self.contact_tags.get(contact["id"], [])
+                    if tag_id in self.tags
+                ],
+                "url": f"/contacts/{contact['id']}/tags",
+                "total_count": len(self.contact_tags.get(contact["id"], [])),
+                "has_more": False,
+            },
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -141,6 +153,8 @@ class Workspace:
             "events": list(self.events),
             "data_attributes": {m: dict(v) for m, v in self.attributes.items()},
             "tags": list(self.tags.values()),
+            "contact_tags": {k: list(v) for k, v in self.contact_tags.items() if v},
+            "company_tags": {k: list(v) for k, v in self.company_tags.items() if v},
             "counts": {
                 "contacts": len(self.contacts),
                 "companies": len(self.companies),
@@ -244,6 +258,9 @@ class Workspace:
         role = body.get("role") or "user"
         if role not in ("user", "lead"):
             return error(400, "parameter_invalid", "role must be user or lead")
+        if role == "lead" and body.get("external_id"):
+            # As Intercom: an external_id is a user's; a lead is known by its Intercom id.
+            return error(400, "parameter_invalid", "External IDs cannot be set for leads")
         if not (body.get("email") or body.get("external_id") or body.get("role")):
             return error(
                 400, "parameter_not_found", "Must specify one of email, external_id or role"
@@ -300,6 +317,8 @@ class Workspace:
         problem = self._unknown_attribute("contact", body.get("custom_attributes"))
         if problem:
             return problem
+        if (body.get("role") or contact["role"]) == "lead" and body.get("external_id"):
+            return error(400, "parameter_invalid", "External IDs cannot be set for leads")
         existing = self._conflict(body, body.get("role") or contact["role"], exclude=contact_id)
         if existing:
             return error(
@@ -396,6 +415,10 @@ class Workspace:
             members = self.company_members.setdefault(target["id"], [])
             if company_id not in members:
                 members.append(company_id)
+        for tag_id in self.contact_tags.pop(source["id"], []):
+            tags = self.contact_tags.setdefault(target["id"], [])
+            if tag_id not in tags:
+                tags.append(tag_id)
         for event in self.events:
             if event["contact_id"] == source["id"]:
                 event["contact_id"] = target["id"]
@@ -414,6 +437,7 @@ class Workspace:
         self._index(contact, add=False)
         self.archived.discard(contact_id)
         self.company_members.pop(contact_id, None)
+        self.contact_tags.pop(contact_id, None)
         return (
             200,
             {
@@ -453,7 +477,14 @@ class Workspace:
         members = sum(1 for ids in self.company_members.values() if company["id"] in ids)
         # Intercom leaves out what was never set (the description has them non-nullable).
         view = {k: v for k, v in company.items() if v is not None}
-        view["tags"] = {"type": "tag.list", "tags": []}
+        view["tags"] = {
+            "type": "tag.list",
+            "tags": [
+                {"type": "tag", "id": tag_id, "name": self.tags[tag_id]["name"]}
+                for tag_id in self.company_tags.get(company["id"], [])
+                if tag_id in self.tags
+            ],
+        }
         view["segments"] = {"type": "segment.list", "segments": []}
         return {**view, "user_count": members}
 
@@ -633,15 +664,69 @@ class Workspace:
         self.attributes[model][name] = data_type
         return 200, self._attribute_view(model, name, data_type, custom=True), {}
 
-    def tag_create(self, body: dict[str, Any]) -> Answer:
-        name = body.get("name")
-        if not name:
-            return error(400, "parameter_not_found", "name is required")
-        tag = next((t for t in self.tags.values() if t["name"] == name), None)
+    def _tag_named(self, name: str) -> dict[str, Any]:
+        # Intercom's tag names ignore case: "VIP" and "vip" are one tag.
+        tag = next((t for t in self.tags.values() if t["name"].casefold() == name.casefold()), None)
         if tag is None:
-            tag = {"type": "tag", "id": _new_id()[:8], "name": name}
+            tag = {"type": "tag", "id": str(len(self.tags) + 101), "name": name}
             self.tags[tag["id"]] = tag
-        return 200, tag, {}
+        return tag
+
+    def tag_create(self, body: dict[str, Any]) -> Answer:
+        """POST /tags: create (or find) a tag by name; with ``companies``, tag or untag them."""
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            return error(400, "parameter_not_found", "name is required")
+        companies = body.get("companies")
+        if companies is not None:
+            if not isinstance(companies, list) or not companies:
+                return error(400, "parameter_invalid", "companies must be a non-empty list")
+            found = []
+            for item in companies:
+                item = item if isinstance(item, dict) else {}
+                company_id = str(item.get("id") or "")
+                if not company_id and item.get("company_id"):
+                    company_id = self.by_company_id.get(str(item["company_id"]), "")
+                if company_id not in self.companies:
+                    return error(404, "company_not_found", "Company Not Found")
+                found.append((company_id, item.get("untag") is True))
+            tag = self._tag_named(name)
+            for company_id, untag in found:
+                tags = self.company_tags.setdefault(company_id, [])
+                if untag and tag["id"] in tags:
+                    tags.remove(tag["id"])
+                elif not untag and tag["id"] not in tags:
+                    tags.append(tag["id"])
+            return 200, tag, {}
+        return 200, self._tag_named(name), {}
+
+    def contact_tag_add(self, contact_id: str, body: dict[str, Any]) -> Answer:
+        """POST /contacts/{id}/tags {id}: tag a contact with an existing tag."""
+        merged = self._merged(contact_id)
+        if merged:
+            return merged
+        if self._live(contact_id) is None:
+            return _not_found()
+        tag = self.tags.get(str((body or {}).get("id") or ""))
+        if tag is None:
+            return _not_found("Tag")
+        tags = self.contact_tags.setdefault(contact_id, [])
+        if tag["id"] not in tags:
+            tags.append(tag["id"])
+        return 200, {**tag, "applied_at": int(time.time())}, {}
+
+    def contact_tag_remove(self, contact_id: str, tag_id: str) -> Answer:
+        """DELETE /contacts/{id}/tags/{tag_id}: 404 when the contact does not have it."""
+        merged = self._merged(contact_id)
+        if merged:
+            return merged
+        if self._live(contact_id) is None:
+            return _not_found()
+        tags = self.contact_tags.get(contact_id, [])
+        if tag_id not in self.tags or tag_id not in tags:
+            return _not_found("Tag")
+        tags.remove(tag_id)
+        return 200, self.tags[tag_id], {}
 
     def tag_list(self) -> Answer:
         return 200, {"type": "list", "data": list(self.tags.values())}, {}

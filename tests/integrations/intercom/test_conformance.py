@@ -25,7 +25,7 @@ from tests.fixtures.sandbox import SPEC_MISSING, request_conformance_errors
 from tests.integrations.intercom.test_executor import Harness
 
 USER = Identity(user_key="u-1", external_id="u-1", email="ada@example.com")
-LEAD = Identity(user_key="anon-1", external_id="anon-1", email=None, role="lead")
+LEAD = Identity(user_key="anon-1", external_id=None, email=None, role="lead")
 BY_EMAIL = Identity(user_key="bo@example.com", external_id=None, email="bo@example.com")
 
 

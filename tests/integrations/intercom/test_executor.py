@@ -19,9 +19,12 @@ from integrations.intercom.executor import plan_execute
 from integrations.intercom.operations import (
     CompanyAttach,
     CompanyDetach,
+    CompanyTag,
     CompanyUpsert,
     ContactDelete,
     ContactMerge,
+    ContactTag,
+    ContactTagList,
     ContactTouch,
     ContactUpsert,
     EventCreate,
@@ -38,6 +41,9 @@ class MemoryState:
         self.roles: dict[str, str] = {}
         self.attributes: dict[str, set[str]] = {}
         self.events: set[str] = set()
+        self.pending_visitors: set[str] = set()
+        self.tags: dict[str, str] | None = None
+        self.tag_lists: dict[tuple[str, str], set[str]] = {}
 
     def contact_get(self, user_key: str) -> tuple[str, str] | None:
         return self.contacts.get(user_key)
@@ -55,6 +61,25 @@ class MemoryState:
 
     def attribute_names_set(self, model: str, names: set[str]) -> None:
         self.attributes[model] = set(names)
+
+    def contact_role(self, user_key: str) -> str | None:
+        return self.roles.get(user_key) if user_key in self.contacts else None
+
+    def lead_calls_pending(self, lead_key: str) -> bool:
+        return lead_key in self.pending_visitors
+
+    def tag_ids(self) -> dict[str, str] | None:
+        return dict(self.tags) if self.tags is not None else None
+
+    def tag_ids_set(self, tags: dict[str, str]) -> None:
+        self.tags = dict(tags)
+
+    def tags_sent(self, owner_key: str, list_name: str) -> set[str] | None:
+        names = self.tag_lists.get((owner_key, list_name))
+        return set(names) if names is not None else None
+
+    def tags_sent_set(self, owner_key: str, list_name: str, names: set[str]) -> None:
+        self.tag_lists[(owner_key, list_name)] = set(names)
 
     def event_names(self) -> set[str]:
         return set(self.events)
@@ -119,7 +144,7 @@ def harness(intercom_sandbox) -> Harness:
 
 USER = Identity(user_key="u-1", external_id="u-1", email="ada@example.com")
 BY_EMAIL = Identity(user_key="ada@example.com", external_id=None, email="ada@example.com")
-LEAD = Identity(user_key="anon-1", external_id="anon-1", email=None, role="lead")
+LEAD = Identity(user_key="anon-1", external_id=None, email=None, role="lead")
 
 
 def identify(identity=USER, *, name="Ada", plan_name=None, unknown="create", **extra) -> Plan:
@@ -375,12 +400,25 @@ def test_an_event_by_email_sends_the_email(harness):
 
 
 def test_an_event_for_a_lead_uses_intercoms_id(harness):
-    lead = harness.api("POST", "/contacts", {"role": "lead", "external_id": "anon-1"})
+    lead = harness.api("POST", "/contacts", {"role": "lead"})
+    harness.state.contact_set("anon-1", lead["id"], "lead", "")
 
     harness.run(track(LEAD))
 
-    assert harness.calls() == ["POST /contacts/search", "POST /events"]
-    assert harness.recorder.started_calls[1]["body"]["id"] == lead["id"]
+    assert harness.calls() == ["POST /events"]
+    assert harness.recorder.started_calls[0]["body"]["id"] == lead["id"]
+
+
+def test_a_lead_is_created_without_an_external_id(harness):
+    # Intercom sets no external_id on a lead (the sandbox refuses one, 400)
+    outcome = harness.run(identify(LEAD))
+
+    assert outcome.status == "succeeded"
+    [created] = [c for c in harness.recorder.started_calls if c["method"] == "POST"]
+    assert "external_id" not in created["body"]
+    [contact] = harness.contacts()
+    assert (contact["role"], contact["external_id"]) == ("lead", None)
+    assert harness.state.contacts["anon-1"][0] == contact["id"]
 
 
 def test_a_missing_contact_is_created_then_the_event_sent(harness):
@@ -522,27 +560,83 @@ def test_touch_updates_last_seen(harness):
     assert harness.state.contacts["u-1"][1] == "Ada|None"  # the fingerprint is kept
 
 
-def test_alias_merges_the_lead_into_the_user(harness):
-    lead = harness.api("POST", "/contacts", {"role": "lead", "external_id": "anon-1"})
+MERGE = Plan(identity=USER, operations=(ContactMerge(lead_key="anon-1"),))
+
+
+def test_alias_merges_the_lead_into_the_user_once(harness):
+    lead = harness.api("POST", "/contacts", {"role": "lead"})
     user = harness.api("POST", "/contacts", {"role": "user", "external_id": "u-1"})
     harness.state.contact_set("anon-1", lead["id"], "lead", "")
 
-    outcome = harness.run(Plan(identity=USER, operations=(ContactMerge(lead_key="anon-1"),)))
+    outcome = harness.run(MERGE)
 
     assert outcome.status == "succeeded"
     state = harness.sandbox.state()
     assert [c["id"] for c in state["contacts"]] == [user["id"]]
     assert state["merged"] == {lead["id"]: user["id"]}
-    assert "anon-1" not in harness.state.contacts
+    # the visitor's key now names the user: their later calls reach the user
+    assert harness.state.contacts["anon-1"][0] == user["id"]
+    assert harness.state.roles["anon-1"] == "user"
+    # and the merge is not asked for again (a re-delivery, another identify)
+    again = harness.run(MERGE)
+    assert (again.status, again.reason) == (
+        "skipped",
+        "the visitor was merged into the user already",
+    )
+    assert harness.calls() == []
 
 
-def test_alias_without_the_lead_is_skipped_with_a_reason(harness):
+def test_a_merge_whose_answer_was_lost_settles_on_the_retry(harness):
+    lead = harness.api("POST", "/contacts", {"role": "lead"})
+    user = harness.api("POST", "/contacts", {"role": "user", "external_id": "u-1"})
+    harness.state.contact_set("anon-1", lead["id"], "lead", "")
+    harness.api(
+        "POST",
+        "/contacts/merge",
+        {"from": lead["id"], "into": user["id"], "skip_duplicate_validation": True},
+    )
+
+    outcome = harness.run(MERGE)
+
+    assert "no longer exists" in outcome.reason
+    assert harness.state.contacts["anon-1"][0] == user["id"]
+
+
+def test_the_merge_waits_for_the_visitors_calls_still_queued(harness):
+    lead = harness.api("POST", "/contacts", {"role": "lead"})
     harness.api("POST", "/contacts", {"role": "user", "external_id": "u-1"})
+    harness.state.contact_set("anon-1", lead["id"], "lead", "")
+    harness.state.pending_visitors.add("anon-1")
+
+    with pytest.raises(RetryableError, match="waiting for the calls about the visitor"):
+        harness.run(MERGE)
+
+    assert harness.calls() == []
+    assert harness.state.roles["anon-1"] == "lead"
+
+
+def test_a_merge_without_a_lead_links_the_visitor_to_the_user(harness):
+    user = harness.api("POST", "/contacts", {"role": "user", "external_id": "u-1"})
 
     outcome = harness.run(Plan(identity=USER, operations=(ContactMerge(lead_key="anon-9"),)))
 
     assert outcome.status == "skipped"
-    assert "lead 'anon-9' does not exist" in outcome.reason
+    assert "no call about the visitor 'anon-9' reached Intercom" in outcome.reason
+    assert harness.state.contacts["anon-9"][0] == user["id"]
+
+
+def test_a_merged_visitors_later_calls_reach_the_user(harness):
+    user = harness.api("POST", "/contacts", {"role": "user", "external_id": "u-1"})
+    harness.state.contact_set("anon-1", user["id"], "user", "")
+
+    harness.run(identify(LEAD, name="Ada Visitor"))
+    harness.run(track(LEAD))
+
+    assert harness.calls()[-1] == "POST /events"
+    [contact] = harness.contacts()
+    assert (contact["role"], contact["name"]) == ("user", "Ada Visitor")
+    assert harness.sandbox.state()["events"][0]["contact_id"] == user["id"]
+    assert harness.state.roles["anon-1"] == "user"
 
 
 def test_delete_removes_the_contact_and_forgets_it(harness):
@@ -640,26 +734,6 @@ def test_group_with_a_stale_cached_contact_resolves_it_again(harness):
     assert harness.state.contacts["u-1"][0] == contact["id"]
 
 
-def test_an_external_id_that_was_merged_away_is_followed_to_the_survivor(harness):
-    lead = harness.api("POST", "/contacts", {"role": "lead", "external_id": "u-1"})
-    user = harness.api("POST", "/contacts", {"role": "user", "external_id": "u-2"})
-    harness.api(
-        "POST",
-        "/contacts/merge",
-        {"from": lead["id"], "into": user["id"], "skip_duplicate_validation": True},
-    )
-
-    outcome = harness.run(identify(name="Merged"))
-
-    assert outcome.contact_id == user["id"]
-    assert harness.calls() == [
-        "GET /contacts/find_by_external_id/u-1",
-        f"PUT /contacts/{user['id']}",
-    ]
-    assert harness.state.contacts["u-1"][0] == user["id"]
-    assert [c["name"] for c in harness.contacts()] == ["Merged"]
-
-
 # --- identify with companies and nulls -------------------------------------------------------
 
 
@@ -725,3 +799,60 @@ def test_a_null_for_an_attribute_intercom_lacks_is_dropped_not_created(harness):
     assert "plan_name" in outcome.reason and "null" in outcome.reason
     [contact] = harness.contacts()
     assert contact["custom_attributes"] == {}
+
+
+# --- tags ---------------------------------------------------------------------------------
+
+
+def tags_of_contact(harness, contact_id: str) -> list[str]:
+    state = harness.sandbox.state()
+    names = {tag["id"]: tag["name"] for tag in state["tags"]}
+    return sorted(names[t] for t in state["contact_tags"].get(contact_id, []))
+
+
+def test_a_tag_list_tags_new_names_and_untags_the_names_gone(harness):
+    user = harness.api("POST", "/contacts", {"role": "user", "external_id": "u-1"})
+    harness.api("POST", "/tags", {"name": "Trial"})  # exists already: looked up, not created
+
+    def audiences(*names: str) -> Plan:
+        return Plan(identity=USER, operations=(ContactTagList("audiences", names),))
+
+    harness.run(audiences("trial", "Beta"))
+    assert tags_of_contact(harness, user["id"]) == ["Beta", "Trial"]
+    assert [tag["name"] for tag in harness.sandbox.state()["tags"]] == ["Trial", "Beta"]
+
+    harness.run(audiences("Beta", "Power"))
+
+    assert tags_of_contact(harness, user["id"]) == ["Beta", "Power"]
+    # only the changes were sent: Power tagged, Trial untagged (tag ids from the cache)
+    assert [c for c in harness.calls() if "/tags" in c] == [
+        "POST /tags",
+        f"POST /contacts/{user['id']}/tags",
+        f"DELETE /contacts/{user['id']}/tags/{harness.state.tags['trial']}",
+    ]
+    assert harness.state.tag_lists[("u-1", "audiences")] == {"Beta", "Power"}
+
+
+def test_untagging_a_tag_the_contact_lacks_is_noted_not_failed(harness):
+    harness.api("POST", "/contacts", {"role": "user", "external_id": "u-1"})
+    harness.api("POST", "/tags", {"name": "VIP"})
+
+    outcome = harness.run(Plan(identity=USER, operations=(ContactTag("VIP", tagged=False),)))
+
+    assert outcome.status == "skipped"
+    assert "the contact did not have it" in outcome.reason
+
+
+def test_a_company_is_tagged_and_untagged_by_name(harness):
+    company = harness.api("POST", "/companies", {"company_id": "acme"})
+
+    harness.run(Plan(identity=USER, operations=(CompanyTag("acme", "Enterprise"),)))
+    tagged = harness.sandbox.state()["company_tags"]
+    harness.run(Plan(identity=USER, operations=(CompanyTag("acme", "Enterprise", tagged=False),)))
+
+    assert len(tagged[company["id"]]) == 1
+    assert harness.sandbox.state()["company_tags"] == {}
+    assert harness.recorder.started_calls[-1]["body"] == {
+        "name": "Enterprise",
+        "companies": [{"id": company["id"], "untag": True}],
+    }

@@ -103,13 +103,13 @@ def test_search_lags_behind_creation_but_find_by_external_id_does_not(intercom_s
 
 
 def test_search_combines_filters(api):
-    api("POST", "/contacts", {"role": "lead", "external_id": "x"})
+    api("POST", "/contacts", {"role": "lead", "email": "x@example.com"})
     api("POST", "/contacts", {"role": "user", "email": "x@example.com"})
     query = {
         "query": {
             "operator": "AND",
             "value": [
-                {"field": "external_id", "operator": "=", "value": "x"},
+                {"field": "email", "operator": "=", "value": "x@example.com"},
                 {"field": "role", "operator": "=", "value": "lead"},
             ],
         }

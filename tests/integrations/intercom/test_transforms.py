@@ -12,9 +12,13 @@ from integrations.intercom.identity import identity_resolve
 from integrations.intercom.operations import (
     CompanyAttach,
     CompanyDetach,
+    CompanyTag,
+    CompanyTagList,
     CompanyUpsert,
     ContactDelete,
     ContactMerge,
+    ContactTag,
+    ContactTagList,
     ContactTouch,
     ContactUpsert,
     Dropped,
@@ -167,7 +171,8 @@ MAPPING_CASES = [
     pytest.param(
         identify(),
         SyncConfig(contact_role="lead"),
-        [contact({"role": "lead"})],
+        # Intercom sets no external_id on a lead
+        [("contact upsert", {"role": "lead"}, {})],
         [],
         id="identify-role-lead",
     ),
@@ -633,6 +638,72 @@ MAPPING_CASES = [
         [],
         id="delete-deletes-the-contact",
     ),
+    # --- visitors as leads -------------------------------------------------------------------
+    pytest.param(
+        identify(anonymousId="anon-7"),
+        SyncConfig(anonymous="lead"),
+        [contact(), ContactMerge(lead_key="anon-7")],
+        [],
+        id="identify-links-the-visitor",
+    ),
+    pytest.param(
+        identify(anonymousId="anon-7"),
+        SyncConfig(anonymous="anonymous_id"),
+        [contact()],
+        [],
+        id="identify-with-anonymous-id-when-visitors-are-not-leads",
+    ),
+    pytest.param(
+        identify({"name": "Ada"}, userId=None, anonymousId="anon-7"),
+        SyncConfig(anonymous="lead"),
+        [("contact upsert", {"role": "lead", "name": "Ada"}, {})],
+        [],
+        id="identify-of-a-visitor-updates-the-lead",
+    ),
+    # --- tags --------------------------------------------------------------------------------
+    pytest.param(
+        identify({"vip": True, "churned": False}),
+        SyncConfig(contact_tags=(("traits.vip", "VIP"), ("traits.churned", "Churned"))),
+        [contact(), ContactTag(name="VIP"), ContactTag(name="Churned", tagged=False)],
+        [],
+        id="identify-boolean-trait-tags-and-untags",
+    ),
+    pytest.param(
+        identify({"audiences": ["Trial", " power users ", "trial", "", 7]}),
+        SyncConfig(contact_tags=(("traits.audiences", "audiences"),)),
+        [contact(), ContactTagList(list_name="audiences", names=("power users", "Trial"))],
+        [
+            ("traits.audiences.3", "not a tag name"),
+            ("traits.audiences.4", "not a tag name"),
+        ],
+        id="identify-list-of-tag-names",
+    ),
+    pytest.param(
+        identify({"vip": "yes"}),
+        SyncConfig(contact_tags=(("traits.vip", "VIP"),)),
+        [contact()],
+        [("traits.vip", "a tag mapping takes true / false or a list of tag names")],
+        id="identify-tag-value-not-boolean-or-list",
+    ),
+    pytest.param(
+        group({"enterprise": True, "segments": ["EMEA"]}),
+        SyncConfig(company_tags=(("traits.enterprise", "Enterprise"), ("traits.segments", "s"))),
+        [
+            CompanyUpsert(company_id="g1", fields={}, custom_attributes={}),
+            CompanyAttach(company_id="g1"),
+            CompanyTag(company_id="g1", name="Enterprise"),
+            CompanyTagList(company_id="g1", list_name="s", names=("EMEA",)),
+        ],
+        [],
+        id="group-company-tags",
+    ),
+    pytest.param(
+        {"type": "audience", "userId": "u1", "audience": "Trial", "member": False},
+        SyncConfig(),
+        [ContactTag(name="Trial", tagged=False)],
+        [],
+        id="audience-untags-a-member",
+    ),
 ]
 
 
@@ -779,9 +850,22 @@ IDENTITY_CASES = [
     pytest.param(
         track(userId=None, anonymousId="a1"),
         SyncConfig(anonymous="anonymous_id"),
-        # a lead: only a lead can be merged into the user an alias names later
-        Identity(user_key="a1", external_id="a1", email=None, role="lead"),
+        # RudderStack's "anonymousId as secondary user id": a contact of the sync's role
+        Identity(user_key="a1", external_id="a1", email=None, role="user"),
         id="identity-anonymous-id",
+    ),
+    pytest.param(
+        track(userId=None, anonymousId="a1"),
+        SyncConfig(anonymous="lead", contact_role="user"),
+        # a lead has no external_id: it is known by the Intercom id kept for its anonymousId
+        Identity(user_key="a1", external_id=None, email=None, role="lead"),
+        id="identity-visitor-as-lead",
+    ),
+    pytest.param(
+        track(anonymousId="a1"),
+        SyncConfig(anonymous="lead"),
+        Identity(user_key="u1", external_id="u1", email=None, role="user"),
+        id="identity-visitor-as-lead-with-user-id",
     ),
     pytest.param(
         identify({"email": " Ann@Example.com"}),
