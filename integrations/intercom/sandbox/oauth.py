@@ -58,12 +58,15 @@ class SandboxOAuth:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handles(self, path: str) -> bool:
-        return path in ("/oauth", "/oauth/decide", "/auth/eagle/token")
+        # The browser showing the authorise page also asks for a favicon: not an API request.
+        return path in ("/oauth", "/oauth/decide", "/auth/eagle/token", "/favicon.ico")
 
     def handle(
         self, method: str, path: str, query: dict[str, str], raw: bytes, token: str
     ) -> Reply:
         form = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+        if path == "/favicon.ico":
+            return _text(404, "No favicon.")
         if method == "GET" and path == "/oauth":
             return self._page(query)
         if method == "POST" and path == "/oauth/decide":
