@@ -14,6 +14,7 @@ import re
 import secrets
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
@@ -387,6 +388,13 @@ class Sync(models.Model):
             self.timeline_link_attribute
         ):
             raise ValidationError({"timeline_link_attribute": INTERCOM_NAME_HELP})
+        if self.timeline_link_attribute and not settings.SWITCHBOARD_PUBLIC_URL:
+            raise ValidationError(
+                {
+                    "timeline_link_attribute": "Set SWITCHBOARD_PUBLIC_URL first (e.g. "
+                    "https://switchboard.example): the link must work from Intercom's inbox."
+                }
+            )
 
 
 EVENT_NAME_MAX = 255

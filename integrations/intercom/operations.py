@@ -141,6 +141,9 @@ class SyncConfig:
     event_metadata: tuple[tuple[str, str], ...] = ()
     contact_attributes: tuple[tuple[str, str], ...] = ()
     company_attributes: tuple[tuple[str, str], ...] = ()
+    # The link back from Intercom: this contact attribute gets timeline_url + the user's id.
+    timeline_link_attribute: str = ""
+    timeline_url: str = ""
 
 
 class DestinationState(Protocol):

@@ -308,3 +308,13 @@ def test_the_region_decides_intercoms_hosts(region, authorise, token):
     target = oauth.destination_target(destination)
 
     assert (target.authorize_url, target.token_url) == (authorise, token)
+
+
+def test_the_webhook_url_shown_uses_the_public_base_url(operator, settings):
+    settings.SWITCHBOARD_PUBLIC_URL = "https://switchboard.example"
+    source = SourceFactory(kind=Source.Kind.INTERCOM_WEBHOOK, webhook_secret="s")
+
+    html = operator.get(reverse("admin:integrations_source_change", args=[source.pk])).content
+
+    assert f"https://switchboard.example/webhooks/intercom/{source.pk}" in html.decode()
+    assert "http://testserver/webhooks/" not in html.decode()
