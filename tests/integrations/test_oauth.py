@@ -5,6 +5,7 @@ on Intercom's page."""
 from __future__ import annotations
 
 import socket
+from html import unescape
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,10 +14,11 @@ import requests
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from integrations import oauth
 from integrations.models import Destination, IntercomApp, Source
-from tests.factories import DestinationFactory, SourceFactory
+from tests.factories import DestinationFactory, SourceFactory, SyncFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -318,3 +320,36 @@ def test_the_webhook_url_shown_uses_the_public_base_url(operator, settings):
 
     assert f"https://switchboard.example/webhooks/intercom/{source.pk}" in html.decode()
     assert "http://testserver/webhooks/" not in html.decode()
+
+
+def test_calls_waiting_for_a_token_go_out_once_connected(operator, intercom_sandbox, settings):
+    from streaming.models import Delivery
+    from tests.streaming.delivery_setup import drain_all, identify, ingest, statuses
+
+    sync = SyncFactory(
+        destination=DestinationFactory(base_url=intercom_sandbox.url, access_token="")
+    )
+    Destination.objects.filter(pk=sync.destination_id).update(auth_failed_at=timezone.now())
+    deliveries = ingest(sync, [identify("u-42")])
+    drain_all(sync)
+    assert statuses(deliveries) == [Delivery.Status.PENDING]  # held: nothing to send with
+    assert intercom_sandbox.requests == []
+
+    come_back(operator, decide(connect(operator, sync.destination), "authorise"))
+    drain_all(sync)
+
+    assert statuses(deliveries) == [Delivery.Status.SUCCEEDED]
+    (contact,) = intercom_sandbox.state()["contacts"]
+    assert contact["external_id"] == "u-42"
+
+
+def test_a_webhook_source_connect_without_a_region_says_so(operator):
+    source = SourceFactory(kind=Source.Kind.INTERCOM_WEBHOOK, webhook_secret="s")
+
+    response = operator.post(
+        reverse("admin:integrations_source_connect", args=[source.pk]), {"region": "mars"}
+    )
+
+    assert response.status_code == 200
+    page = unescape(response.content.decode())
+    assert "Choose the workspace's region: US, EU or Australia." in page
