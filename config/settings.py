@@ -268,6 +268,22 @@ SWITCHBOARD_IDENTIFY_MODEL = env.str("SWITCHBOARD_IDENTIFY_MODEL", default="")
 SWITCHBOARD_IDENTIFY_TRAITS = env.list("SWITCHBOARD_IDENTIFY_TRAITS", default=["email"])
 # The source (by name) that calls of the Python API (streaming.ingest.analytics) go to by default.
 SWITCHBOARD_PYTHON_SOURCE = env.str("SWITCHBOARD_PYTHON_SOURCE", default="")
+# Where operators and Intercom reach this Switchboard (https://switchboard.example): the webhook
+# URL shown in the admin, the OAuth redirect URL and the timeline links set on contacts. Empty:
+# built from the admin request's own host (the timeline link then needs it: it is built by a worker).
+SWITCHBOARD_PUBLIC_URL = env.str("SWITCHBOARD_PUBLIC_URL", default="").rstrip("/")
+# The public Intercom app used by "Connect to Intercom" (OAuth); an app saved in the admin wins.
+SWITCHBOARD_INTERCOM_CLIENT_ID = env.str("SWITCHBOARD_INTERCOM_CLIENT_ID", default="")
+SWITCHBOARD_INTERCOM_CLIENT_SECRET = env.str("SWITCHBOARD_INTERCOM_CLIENT_SECRET", default="")
+# Intercom's authorise page, when not the region's (app.intercom.com, app.eu.intercom.com,
+# app.au.intercom.com); a custom-region destination uses <its base URL>/oauth (the sandbox's).
+SWITCHBOARD_INTERCOM_OAUTH_AUTHORIZE_URL = env.str(
+    "SWITCHBOARD_INTERCOM_OAUTH_AUTHORIZE_URL", default=""
+)
+# The destination whose Messenger {% intercom_messenger %} renders when none is named.
+SWITCHBOARD_MESSENGER_DESTINATION = env.str("SWITCHBOARD_MESSENGER_DESTINATION", default="")
+# How long a Messenger JWT stays valid (Intercom advises the length of the app's session).
+SWITCHBOARD_MESSENGER_JWT_SECONDS = env.int("SWITCHBOARD_MESSENGER_JWT_SECONDS", default=3600)
 
 LOGGING = {
     "version": 1,

@@ -38,10 +38,11 @@ from unfold.admin import ModelAdmin, TabularInline
 from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 from unfold.widgets import UnfoldAdminCheckboxSelectMultipleWidget
 
-from integrations import services
+from integrations import oauth, services
 from integrations.encryption import secret_decrypt, secret_encrypt
 from integrations.forms import (
     DestinationForm,
+    IntercomAppForm,
     PropertyMappingInlineForm,
     PropertyMappingInlineFormSet,
     SourceForm,
@@ -49,7 +50,16 @@ from integrations.forms import (
     WriteKeyInlineForm,
     WriteKeyIssueForm,
 )
-from integrations.models import Destination, EventFilter, PropertyMapping, Source, Sync, WriteKey
+from integrations.models import (
+    Destination,
+    EventFilter,
+    IntercomApp,
+    PropertyMapping,
+    Source,
+    Sync,
+    WriteKey,
+)
+from integrations.public_url import public_url
 
 
 def _log(request: HttpRequest, obj: Any, action_flag: int, message: str) -> None:
@@ -103,11 +113,12 @@ class SourceAdmin(ModelAdmin):
     search_fields = ["name", "write_keys__label", "write_keys__prefix"]
     inlines = [WriteKeyInline]
     actions = ["issue_write_keys"]
-    readonly_fields = ["webhook_url", "used_by"]
+    readonly_fields = ["webhook_url", "used_by", "intercom_connection", "dropped"]
     # Each kind shows its own parts, also while the kind is being chosen (Alpine, in the page).
     conditional_fields = {
         "webhook_secret": "kind == 'intercom_webhook'",
         "clear_webhook_secret": "kind == 'intercom_webhook'",
+        "webhook_match_by": "kind == 'intercom_webhook'",
     }
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -116,8 +127,10 @@ class SourceAdmin(ModelAdmin):
         fields = ["name", "kind", "enabled", "webhook_secret"]
         if obj is not None and obj.webhook_secret:
             fields.append("clear_webhook_secret")  # only when there is something to clear
+        if obj is None or obj.kind == Source.Kind.INTERCOM_WEBHOOK:
+            fields.append("webhook_match_by")
         if obj is not None and obj.kind == Source.Kind.INTERCOM_WEBHOOK:
-            fields.append("webhook_url")
+            fields += ["webhook_url", "intercom_connection", "dropped"]
         if obj is not None:
             fields.append("used_by")
         return fields
@@ -147,7 +160,7 @@ class SourceAdmin(ModelAdmin):
             # A display method only gets the object: the absolute URL needs the request's host.
             # (A URL name, not an import: the control plane never imports the data plane.)
             path = reverse("intercom-webhook", kwargs={"source_id": source.pk})
-            source.webhook_url_absolute = request.build_absolute_uri(path)
+            source.webhook_url_absolute = public_url(path, request=request)
         return source
 
     @admin.display(description="Webhook URL")
@@ -158,10 +171,35 @@ class SourceAdmin(ModelAdmin):
         return format_html(
             "<code>{}</code><div class='help'>Paste it as the endpoint URL in Intercom's "
             "Developer Hub (your app &rarr; Configure &rarr; Webhooks), over HTTPS, and use the "
-            "app's client secret (Basic information page) as this source's webhook secret. If "
-            "Intercom reaches Switchboard under another host name than this admin, use that host. "
-            "See docs/webhooks.md.</div>",
+            "app's client secret (Basic information page) as this source's webhook secret, or "
+            "use Connect to Intercom. If Intercom reaches Switchboard under another host name "
+            "than this admin, set SWITCHBOARD_PUBLIC_URL. See docs/webhooks.md.</div>",
             url,
+        )
+
+    @admin.display(description="Intercom workspace")
+    def intercom_connection(self, source: Source) -> str:
+        if source.intercom_workspace_name:
+            return (
+                f"“{source.intercom_workspace_name}”: the Intercom app is authorised there, and "
+                "its client secret verifies the notifications."
+            )
+        return "Not connected with Connect to Intercom (a pasted client secret works as well)."
+
+    @admin.display(description="Dropped notifications")
+    def dropped(self, source: Source) -> str:
+        if not source.dropped_notifications:
+            return "None: every notification named someone."
+        return format_html(
+            "{} <span class='sb-muted'>(the last at {}: {})</span>",
+            ngettext(
+                "%(n)d notification dropped",
+                "%(n)d notifications dropped",
+                source.dropped_notifications,
+            )
+            % {"n": source.dropped_notifications},
+            _when(source.last_dropped_at),
+            source.last_dropped_reason,
         )
 
     @admin.display(description="Used by")
@@ -202,12 +240,36 @@ class SourceAdmin(ModelAdmin):
     def get_urls(self) -> list[Any]:
         issue = self.admin_site.admin_view(self.issue_write_key_view)
         issued = self.admin_site.admin_view(self.issued_write_keys_view)
+        connect = self.admin_site.admin_view(self.connect_view)
         return [
             # Before the change view's "<path:object_id>/", which would take it for an id.
             path("write-key-issued/", issued, name="integrations_source_key_issued"),
             path("<path:object_id>/issue-write-key/", issue, name="integrations_source_issue_key"),
+            path("<path:object_id>/connect/", connect, name="integrations_source_connect"),
             *super().get_urls(),
         ]
+
+    def connect_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Connect to Intercom for a webhook source: asks the region, then off to Intercom."""
+        source = get_object_or_404(Source, pk=object_id, kind=Source.Kind.INTERCOM_WEBHOOK)
+        if not self.has_change_permission(request, source):
+            raise PermissionDenied
+        error = ""
+        if request.method == "POST":
+            try:
+                target = oauth.source_target(source, region=request.POST.get("region", ""))
+                return HttpResponseRedirect(oauth_redirect(request, target))
+            except oauth.OAuthError as exc:
+                error = str(exc)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Connect {source} to Intercom",
+            "opts": self.opts,
+            "original": source,
+            "regions": [(r, Destination.Region(r).label) for r in oauth.AUTHORIZE_URLS],
+            "error": error,
+        }
+        return TemplateResponse(request, "admin/integrations/source_connect.html", context)
 
     def issue_write_key_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         source = get_object_or_404(Source, pk=object_id)
@@ -347,7 +409,9 @@ class DestinationAdmin(ModelAdmin):
     list_filter = ["region", "api_version"]
     search_fields = ["name", "base_url", "workspace_name"]
     readonly_fields = [
+        "connection",
         "workspace_name",
+        "app_id",
         "last_checked_at",
         "last_success_at",
         "last_error",
@@ -363,6 +427,7 @@ class DestinationAdmin(ModelAdmin):
                     "access_token",
                     "identity_verification_secret",
                     "clear_identity_verification_secret",
+                    "messenger_security",
                 ]
             },
         ),
@@ -385,8 +450,24 @@ class DestinationAdmin(ModelAdmin):
             fieldsets = [fieldset for fieldset in fieldsets if fieldset[0] != "Health"]
         return fieldsets
 
+    @admin.display(description="Connection")
+    def connection(self, destination: Destination) -> str:
+        if not destination.is_connected:
+            return (
+                "Not connected: nothing is sent until you use Connect to Intercom or paste a token."
+            )
+        workspace = f"“{destination.workspace_name}”" if destination.workspace_name else "?"
+        if destination.oauth_connected_at:
+            return (
+                f"Connected to workspace {workspace} with Connect to Intercom at "
+                f"{_when(destination.oauth_connected_at)}."
+            )
+        return f"A pasted access token is stored (workspace {workspace})."
+
     @admin.display(description="Health")
     def health(self, destination: Destination) -> str:
+        if not destination.is_connected:
+            return "not connected"
         if destination.auth_failed_at:
             return "token rejected (401): deliveries held"
         if destination.last_error_at and (
@@ -398,21 +479,160 @@ class DestinationAdmin(ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Destination, form: Form, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        if "access_token" in form.changed_data:
+        if not obj.is_connected:
+            # Held like a refused token: a token saved or connected later releases it.
+            Destination.objects.filter(pk=obj.pk, auth_failed_at__isnull=True).update(
+                auth_failed_at=timezone.now()
+            )
+            self.message_user(
+                request,
+                "Saved without a token: nothing is sent to this workspace until you use "
+                "Connect to Intercom or paste an access token.",
+                messages.WARNING,
+            )
+        elif "access_token" in form.changed_data:
             # A wrong token is found now, by the operator who typed it, not by the first delivery.
             check = destination_check(destination=obj)
             self.message_user(request, check.on_save, check.level)
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view(require_POST(self.check_connection_view))
+        connect = self.admin_site.admin_view(require_POST(self.connect_view))
+        disconnect = self.admin_site.admin_view(require_POST(self.disconnect_view))
+        callback = self.admin_site.admin_view(self.oauth_callback_view)
         return [
+            # Intercom's app settings list one redirect URL: every connection comes back here.
+            path("oauth-callback/", callback, name="integrations_intercom_oauth_callback"),
             path(
                 "<path:object_id>/check-connection/",
                 view,
                 name="integrations_destination_check_connection",
             ),
+            path("<path:object_id>/connect/", connect, name="integrations_destination_connect"),
+            path(
+                "<path:object_id>/disconnect/",
+                disconnect,
+                name="integrations_destination_disconnect",
+            ),
             *super().get_urls(),
         ]
+
+    def _changeable(self, request: HttpRequest, object_id: Any) -> Destination:
+        destination = get_object_or_404(Destination, pk=object_id)
+        if not self.has_change_permission(request, destination):
+            raise PermissionDenied
+        return destination
+
+    def _change_page(self, destination_id: int) -> HttpResponseRedirect:
+        return HttpResponseRedirect(
+            reverse("admin:integrations_destination_change", args=[destination_id])
+        )
+
+    def connect_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        destination = self._changeable(request, object_id)
+        try:
+            target = oauth.destination_target(destination)
+            return HttpResponseRedirect(oauth_redirect(request, target))
+        except oauth.OAuthError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return self._change_page(destination.pk)
+
+    def disconnect_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        destination = self._changeable(request, object_id)
+        destination.access_token = ""
+        destination.oauth_connected_at = None
+        destination.save(update_fields=["access_token", "oauth_connected_at"])
+        # Held like a refused token, so nothing is sent without one; a new token releases it.
+        Destination.objects.filter(pk=destination.pk).update(auth_failed_at=timezone.now())
+        _log(request, destination, CHANGE, "Disconnected from Intercom: the token was forgotten.")
+        self.message_user(
+            request,
+            f"Disconnected: the token of “{destination}” is forgotten. Deliveries to it wait "
+            "until you connect again or paste a token.",
+            messages.SUCCESS,
+        )
+        return self._change_page(destination.pk)
+
+    def oauth_callback_view(self, request: HttpRequest) -> HttpResponse:
+        """Intercom sends the operator back here with ``code`` and ``state`` (or ``error``)."""
+        try:
+            target = oauth.oauth_state_read(
+                session=request.session, state=request.GET.get("state", "")
+            )
+        except oauth.OAuthError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:integrations_destination_changelist"))
+        model = Destination if target.kind == "destination" else Source
+        obj = get_object_or_404(model, pk=target.pk)
+        back = HttpResponseRedirect(
+            reverse(f"admin:integrations_{target.kind}_change", args=[target.pk])
+        )
+        if not self.admin_site.get_model_admin(model).has_change_permission(request, obj):
+            raise PermissionDenied
+        if request.GET.get("error"):
+            text = oauth.oauth_denied_message(
+                error=request.GET["error"], description=request.GET.get("error_description", "")
+            )
+            self.message_user(request, text, messages.ERROR)
+            return back
+        try:
+            token = oauth.oauth_code_exchange(
+                target=target,
+                code=request.GET.get("code", ""),
+                redirect_uri=oauth_redirect_uri(request),
+            )
+        except oauth.OAuthError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return back
+        if isinstance(obj, Destination):
+            self._connected(request, obj, token)
+        else:
+            self._source_connected(request, obj, target, token)
+        return back
+
+    def _connected(self, request: HttpRequest, destination: Destination, token: str) -> None:
+        destination.access_token = token
+        destination.oauth_connected_at = timezone.now()
+        destination.auth_failed_at = None
+        destination.save()
+        _log(request, destination, CHANGE, "Connected to Intercom (OAuth): a new token is stored.")
+        check = destination_check(destination=destination)
+        if check.ok:
+            text = (
+                f"Connected to Intercom workspace “{destination.workspace_name or '?'}”: the "
+                "token is stored encrypted, and deliveries use it from now on."
+            )
+            self.message_user(request, text, messages.SUCCESS)
+        else:
+            self.message_user(request, check.on_save, messages.WARNING)
+
+    def _source_connected(
+        self, request: HttpRequest, source: Source, target: oauth.OAuthTarget, token: str
+    ) -> None:
+        # Intercom signs a public app's notifications with the app's client secret: the one
+        # just used to connect. The token only names the workspace; it is not kept.
+        from integrations.intercom.client import IntercomClient
+
+        app = oauth.oauth_app()
+        api_base = target.token_url.removesuffix(oauth.TOKEN_PATH)
+        client = IntercomClient(base_url=api_base, token=token, api_version="2.16")
+        try:
+            answer = client.me()
+        finally:
+            client.close()
+        body = answer.body if answer.ok and isinstance(answer.body, dict) else {}
+        app_part = body.get("app") if isinstance(body.get("app"), dict) else {}
+        source.intercom_workspace_name = str(app_part.get("name") or "?")[:200]
+        if app is not None:
+            source.webhook_secret = app.client_secret
+        source.save()
+        _log(request, source, CHANGE, "Connected to Intercom (OAuth): webhook secret set.")
+        self.message_user(
+            request,
+            f"Connected to Intercom workspace “{source.intercom_workspace_name}”: the app's "
+            "client secret now verifies this source's notifications.",
+            messages.SUCCESS,
+        )
 
     def check_connection_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         destination = get_object_or_404(Destination, pk=object_id)
@@ -423,6 +643,21 @@ class DestinationAdmin(ModelAdmin):
         return HttpResponseRedirect(
             reverse("admin:integrations_destination_change", args=[destination.pk])
         )
+
+
+def oauth_redirect_uri(request: HttpRequest) -> str:
+    """The one redirect URL to list in the Intercom app's settings (Authentication page)."""
+    return public_url(reverse("admin:integrations_intercom_oauth_callback"), request=request)
+
+
+def oauth_redirect(request: HttpRequest, target: oauth.OAuthTarget) -> str:
+    return oauth.oauth_start(
+        session=request.session, target=target, redirect_uri=oauth_redirect_uri(request)
+    )
+
+
+def _when(at: Any) -> str:
+    return date_format(timezone.localtime(at), "DATETIME_FORMAT") if at else "-"
 
 
 @dataclass(frozen=True)
@@ -452,9 +687,10 @@ def destination_check(*, destination: Destination) -> ConnectionCheck:
         body = result.body if isinstance(result.body, dict) else {}
         app = body.get("app") if isinstance(body.get("app"), dict) else {}
         destination.workspace_name = str(app.get("name") or "")[:200]
+        destination.app_id = str(app.get("id_code") or "")[:50]
         destination.last_success_at = now
         destination.auth_failed_at = None
-        fields += ["workspace_name", "last_success_at", "auth_failed_at"]
+        fields += ["workspace_name", "app_id", "last_success_at", "auth_failed_at"]
         admin_name = body.get("name") or "?"
         email = f" <{body['email']}>" if body.get("email") else ""
         workspace = f"“{destination.workspace_name or '?'}”"
@@ -538,6 +774,7 @@ class SyncAdmin(ModelAdmin):
             "Identity",
             {"fields": ["match_by", "external_id_path", "contact_role", "anonymous"]},
         ),
+        ("Link back from Intercom", {"fields": ["timeline_link_attribute"]}),
         (
             "Behaviour",
             {
@@ -614,6 +851,36 @@ class PropertyMappingAdmin(ModelAdmin):
     list_filter = ["target", "sync"]
     search_fields = ["intercom_name", "source_path", "sync__name"]
     list_select_related = ["sync"]
+
+
+@admin.register(IntercomApp)
+class IntercomAppAdmin(ModelAdmin):
+    """The public Intercom app of Connect to Intercom: its client id and (write-only) secret."""
+
+    form = IntercomAppForm
+    list_display = ["client_id", "updated_at"]
+    readonly_fields = ["redirect_url"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["client_id", "client_secret"] + (["redirect_url"] if obj is not None else [])
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and not IntercomApp.objects.exists()
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        app = super().get_object(request, object_id, from_field)
+        if app is not None:
+            # A display method only gets the object; the URL may need the request's host.
+            app.redirect_url_absolute = oauth_redirect_uri(request)
+        return app
+
+    @admin.display(description="Redirect URL")
+    def redirect_url(self, app: IntercomApp) -> str:
+        return format_html(
+            "<code>{}</code><div class='help'>List it among the app's redirect URLs "
+            "(Developer Hub &rarr; your app &rarr; Authentication, Use OAuth).</div>",
+            getattr(app, "redirect_url_absolute", ""),
+        )
 
 
 # --- who operates: Django's users and groups, in the console's theme ---------------------------

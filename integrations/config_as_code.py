@@ -114,12 +114,15 @@ MAPPINGS = _Rows(
     required=("target", "source_path", "intercom_name"),
 )
 SOURCES = _Kind(
-    key="sources", model=Source, fields=("kind", "enabled"), secrets=("webhook_secret",)
+    key="sources",
+    model=Source,
+    fields=("kind", "enabled", "webhook_match_by"),
+    secrets=("webhook_secret",),
 )
 DESTINATIONS = _Kind(
     key="destinations",
     model=Destination,
-    fields=("region", "base_url", "api_version"),
+    fields=("region", "base_url", "api_version", "messenger_security"),
     secrets=("access_token", "identity_verification_secret"),
     omit_when_empty=("base_url",),
     normalise=_destination_normalise,
@@ -144,6 +147,7 @@ SYNCS = _Kind(
         "send_all_properties",
         "unarchive_contacts",
         "retry_window",
+        "timeline_link_attribute",
     ),
     links=("sources", "destination"),
     rows=(FILTERS, MAPPINGS),

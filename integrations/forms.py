@@ -23,9 +23,11 @@ from unfold.widgets import (
 from integrations.models import (
     METADATA_KEYS_MAX,
     Destination,
+    IntercomApp,
     PropertyMapping,
     Source,
     Sync,
+    WebhookMatchBy,
     WriteKey,
 )
 
@@ -88,7 +90,21 @@ class SourceForm(SecretFieldsForm):
 
     class Meta:
         model = Source
-        fields = ["name", "kind", "enabled", "webhook_secret"]
+        fields = ["name", "kind", "enabled", "webhook_secret", "webhook_match_by"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Only for webhook sources: a form posted without it keeps what is stored (or the default).
+        if "webhook_match_by" in self.fields:  # the admin leaves it out for HTTP sources
+            self.fields["webhook_match_by"].required = False
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if "webhook_match_by" in self.fields and not cleaned.get("webhook_match_by"):
+            cleaned["webhook_match_by"] = self.instance.webhook_match_by or (
+                WebhookMatchBy.USER_ID_OR_CONTACT
+            )
+        return cleaned
 
 
 # The model's own words (Destination.clean), for a URL the form cannot even parse.
@@ -118,11 +134,21 @@ class DestinationForm(SecretFieldsForm):
             "api_version",
             "access_token",
             "identity_verification_secret",
+            "messenger_security",
         ]
         labels = {"api_version": "Intercom API version"}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Only for the Messenger: a form posted without it keeps the default (user_hash).
+        self.fields["messenger_security"].required = False
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        if not cleaned.get("messenger_security"):
+            cleaned["messenger_security"] = (
+                self.instance.messenger_security or Destination.MessengerSecurity.USER_HASH
+            )
         if cleaned.get("region") != Destination.Region.CUSTOM:
             # The field is only shown for the custom region: what it held is not kept.
             cleaned["base_url"] = ""
@@ -142,6 +168,14 @@ class DestinationForm(SecretFieldsForm):
             # Deliveries held after a 401 wait for a new token: this is it.
             self.instance.auth_failed_at = None
         return super().save(commit=commit)
+
+
+class IntercomAppForm(SecretFieldsForm):
+    secret_fields = ("client_secret",)
+
+    class Meta:
+        model = IntercomApp
+        fields = ["client_id", "client_secret"]
 
 
 class SyncForm(forms.ModelForm):
@@ -166,6 +200,7 @@ class SyncForm(forms.ModelForm):
             "send_all_properties",
             "unarchive_contacts",
             "retry_window",
+            "timeline_link_attribute",
         ]
         help_texts = {"retry_window": "How long to keep retrying, e.g. 04:00:00 (1 min to 7 days)."}
 

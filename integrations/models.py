@@ -14,6 +14,7 @@ import re
 import secrets
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
@@ -25,6 +26,17 @@ from django.utils import timezone
 from integrations.encryption import EncryptedTextField
 
 INTERCOM_EVENTS = "[Intercom] *"  # the names the webhook source gives imported activity
+
+
+class WebhookMatchBy(models.TextChoices):
+    """Which of a contact's identifiers an Intercom notification's calls take as ``userId``."""
+
+    USER_ID_OR_CONTACT = (
+        "user_id_or_contact",
+        "Intercom's user id (external_id); without one, the Intercom contact id as anonymousId",
+    )
+    USER_ID = "user_id", "Intercom's user id (external_id); without one, dropped"
+    EMAIL = "email", "Email; without one, Intercom's user id; with neither, dropped"
 
 
 class Source(models.Model):
@@ -41,6 +53,23 @@ class Source(models.Model):
         blank=True,
         help_text="Intercom webhooks only: the app's client secret, used to verify X-Hub-Signature.",
     )
+    # Intercom webhooks: who a notification is about (Amplitude's rule: user id or email, with
+    # the user id as the fallback of email; neither: dropped, counted below).
+    webhook_match_by = models.CharField(
+        "Match Intercom's people by",
+        max_length=20,
+        choices=WebhookMatchBy.choices,
+        default=WebhookMatchBy.USER_ID_OR_CONTACT,
+    )
+    intercom_workspace_name = models.CharField(
+        max_length=200,
+        blank=True,
+        editable=False,
+        help_text="The workspace the Intercom app was authorised in (Connect to Intercom).",
+    )
+    dropped_notifications = models.PositiveBigIntegerField(default=0, editable=False)
+    last_dropped_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_dropped_reason = models.CharField(max_length=300, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -135,6 +164,12 @@ def _write_key_deleted(*, instance: WriteKey, **kwargs: object) -> None:
 class Destination(models.Model):
     """One Intercom workspace (app)."""
 
+    class MessengerSecurity(models.TextChoices):
+        # Intercom's identity verification (HMAC of the user id) and its successor, Messenger
+        # security with JWTs (signed claims that expire).
+        USER_HASH = "user_hash", "Identity verification: user_hash (HMAC-SHA256 of the user id)"
+        JWT = "jwt", "Messenger security: a signed JWT (HS256, expires)"
+
     class Region(models.TextChoices):
         US = "us", "US (api.intercom.io)"
         EU = "eu", "EU (api.eu.intercom.io)"
@@ -153,10 +188,34 @@ class Destination(models.Model):
     base_url = models.URLField(
         blank=True, help_text="Only for the custom region, e.g. http://127.0.0.1:8765."
     )
-    access_token = EncryptedTextField(help_text="Write-only. Leave blank to keep the stored token.")
+    access_token = EncryptedTextField(
+        blank=True,
+        help_text="Write-only. Paste an access token, or save without one and use "
+        "Connect to Intercom.",
+    )
     api_version = models.CharField(max_length=5, choices=API_VERSIONS, default="2.16")
     identity_verification_secret = EncryptedTextField(
-        blank=True, help_text="Optional; used to compute user_hash for the Messenger."
+        blank=True,
+        help_text="Optional; signs the Messenger's user_hash or JWT ({% intercom_messenger %}).",
+    )
+    messenger_security = models.CharField(
+        "Messenger security",
+        max_length=10,
+        choices=MessengerSecurity.choices,
+        default=MessengerSecurity.USER_HASH,
+    )
+    app_id = models.CharField(
+        "Intercom app id",
+        max_length=50,
+        blank=True,
+        editable=False,
+        help_text="The workspace's app id (GET /me), which the Messenger needs.",
+    )
+    oauth_connected_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the token came from Connect to Intercom (OAuth); empty for a pasted one.",
     )
     # Health, written by the data plane after each exchange and by "Check connection".
     workspace_name = models.CharField(
@@ -200,8 +259,11 @@ class Destination(models.Model):
             raise ValidationError(
                 {"base_url": "A base URL is only used with the custom region; clear it."}
             )
-        if not self.access_token:
-            raise ValidationError({"access_token": "An Intercom access token is required."})
+
+    @property
+    def is_connected(self) -> bool:
+        """A token is stored (pasted or from Connect to Intercom); without one nothing is sent."""
+        return bool(self.access_token)
 
 
 class Sync(models.Model):
@@ -289,6 +351,14 @@ class Sync(models.Model):
         "Off: the delivery is skipped, saying the contact is archived.",
     )
     retry_window = models.DurationField(default=timedelta(hours=4))
+    timeline_link_attribute = models.CharField(
+        "Timeline link attribute",
+        max_length=190,
+        blank=True,
+        help_text="A contact attribute (e.g. switchboard_timeline) set to the user's timeline "
+        "in Switchboard with each identify, so an agent opens it from Intercom's inbox. Needs "
+        "SWITCHBOARD_PUBLIC_URL. Blank: off.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -322,6 +392,17 @@ class Sync(models.Model):
                 {
                     "external_id_path": "userId, anonymousId, or traits.<name> / properties.<name> / "
                     "context.<name>."
+                }
+            )
+        if self.timeline_link_attribute and not INTERCOM_NAME_RE.fullmatch(
+            self.timeline_link_attribute
+        ):
+            raise ValidationError({"timeline_link_attribute": INTERCOM_NAME_HELP})
+        if self.timeline_link_attribute and not settings.SWITCHBOARD_PUBLIC_URL:
+            raise ValidationError(
+                {
+                    "timeline_link_attribute": "Set SWITCHBOARD_PUBLIC_URL first (e.g. "
+                    "https://switchboard.example): the link must work from Intercom's inbox."
                 }
             )
 
@@ -412,6 +493,10 @@ TAG_NAME_RE = re.compile(r"[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x
 # Intercom attribute names: letters, digits, underscores, hyphens and currency symbols other than
 # '$' (reserved, like '.', by Intercom's data model); we also forbid spaces to keep names stable.
 INTERCOM_NAME_RE = re.compile(r"[\w\-¢£¤¥€₹₽₩]+")
+INTERCOM_NAME_HELP = (
+    "Intercom names use letters, digits, '_' , '-' and currency symbols other than '$'; no "
+    "spaces, dots or '$'."
+)
 METADATA_KEYS_MAX = 10  # POST /events metadata, per Intercom's API description
 
 
@@ -495,3 +580,29 @@ class PropertyMapping(models.Model):
                     "traits.enterprise."
                 }
             )
+
+
+class IntercomApp(models.Model):
+    """The public Intercom app that "Connect to Intercom" authorises (OAuth); one row at most.
+
+    Without it, ``SWITCHBOARD_INTERCOM_CLIENT_ID`` / ``_SECRET`` are used (integrations/oauth.py).
+    """
+
+    client_id = models.CharField(max_length=200, help_text="The app's Basic information page.")
+    client_secret = EncryptedTextField(help_text="Write-only. Leave blank to keep the stored one.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Intercom app (OAuth)"
+        verbose_name_plural = "Intercom app (OAuth)"
+
+    def __str__(self) -> str:
+        return f"Intercom app {self.client_id}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.pk = 1  # one app: saving another replaces it
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        if not self.client_secret:
+            raise ValidationError({"client_secret": "The app's client secret is required."})

@@ -16,12 +16,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.urls import reverse
 
 from integrations.filtering import FilterRule
 from integrations.intercom.operations import SyncConfig
 from integrations.models import Destination, PropertyMapping, Sync
+from integrations.public_url import public_url
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +77,21 @@ def sync_config_build(*, sync: Sync) -> SyncConfig:
         company_attributes=tuple(by_target[PropertyMapping.Target.COMPANY_ATTRIBUTE]),
         contact_tags=tuple(by_target[PropertyMapping.Target.CONTACT_TAG]),
         company_tags=tuple(by_target[PropertyMapping.Target.COMPANY_TAG]),
+        timeline_link_attribute=sync.timeline_link_attribute,
+        timeline_url=timeline_url() if sync.timeline_link_attribute else "",
     )
+
+
+def timeline_url() -> str:
+    """The user timeline's URL without the user (``?q=`` last), under SWITCHBOARD_PUBLIC_URL.
+
+    Empty without that setting (a worker has no request to take a host from); a sync naming a
+    timeline link attribute cannot be saved without it.
+    """
+    if not settings.SWITCHBOARD_PUBLIC_URL:
+        return ""
+    # A URL name, not an import: the control plane never imports the data plane's views.
+    return public_url(reverse("admin:streaming_timeline")) + "?q="
 
 
 def filter_rules_build(*, sync: Sync) -> tuple[FilterRule, ...]:

@@ -183,6 +183,9 @@ class SyncConfig:
     company_attributes: tuple[tuple[str, str], ...] = ()
     contact_tags: tuple[tuple[str, str], ...] = ()  # (source_path, tag name or list label)
     company_tags: tuple[tuple[str, str], ...] = ()
+    # The link back from Intercom: this contact attribute gets timeline_url + the user's id.
+    timeline_link_attribute: str = ""
+    timeline_url: str = ""
 
 
 class DestinationState(Protocol):

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import quote
 
 from integrations.intercom.identity import (
     MISSING,
@@ -426,6 +427,11 @@ def _identify(
         send_all_root="traits" if config.send_all_properties else None,
         reserved=CONTACT_RESERVED_TRAITS,
     )
+    person = call.get("userId") or call.get("anonymousId")
+    if config.timeline_link_attribute and config.timeline_url and person:
+        # The link back from Intercom: an agent opens this person's audit trail from the inbox.
+        link = config.timeline_url + quote(str(person), safe="")
+        attributes.add("the sync's timeline link", config.timeline_link_attribute, link)
     types = dict(attributes.types)
 
     company_operations: list[Operation] = []

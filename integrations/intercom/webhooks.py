@@ -20,11 +20,19 @@ What a notification becomes (docs/webhooks.md has the table):
   again: a loop). The track calls are kept from looping by the ``[Intercom] *`` exclude filter
   every new sync starts with, which an operator may lift for a sync into another workspace.
 
-Who a call is about: ``userId`` is the contact's ``external_id`` (``user_id`` in the legacy
-objects) when Intercom has one, else ``anonymousId`` is Intercom's contact id. A notification
-about something that is not a contact (a company on its own, an admin, a ticket without contact)
-gets ``anonymousId`` ``<item type>:<item id>`` (e.g. ``company:65a1...``), which can never be
-mistaken for a contact id. ``ping`` maps to nothing.
+Who a call is about depends on the source's ``match_by`` (``MATCH_BY``; Amplitude's promise for
+its Intercom source: user id or email, email falling back to the user id, neither: dropped):
+
+- ``user_id_or_contact`` (the default, nothing dropped): ``userId`` is the contact's
+  ``external_id`` (``user_id`` in the legacy objects) when Intercom has one, else ``anonymousId``
+  is Intercom's contact id. A notification about something that is not a contact (a company on
+  its own, an admin, a ticket without contact) gets ``anonymousId`` ``<item type>:<item id>``
+  (e.g. ``company:65a1...``), which can never be mistaken for a contact id;
+- ``user_id``: ``userId`` is the ``external_id``; without one the notification is dropped;
+- ``email``: ``userId`` is the contact's email, else its ``external_id``; with neither, dropped.
+
+A dropped notification raises ``NotificationDropped`` with the reason, for the caller to count.
+``ping`` maps to nothing.
 
 Every call carries ``context.intercom`` = {topic, notification_id, app_id, item_type, item_id}:
 where it came from, for filters (``context.intercom.topic``) and for people reading the timeline.
@@ -44,7 +52,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 SIGNATURE_HEADER = "X-Hub-Signature"
 EVENT_NAME_PREFIX = "[Intercom] "  # integrations.models.INTERCOM_EVENTS excludes "[Intercom] *"
@@ -100,6 +108,18 @@ _CONTACT_TYPES = frozenset({"contact", "user", "lead", "visitor"})
 
 class WebhookError(ValueError):
     """A notification that cannot be accepted."""
+
+
+class NotificationDropped(WebhookError):
+    """The notification names no one the source's matching accepts; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+MatchBy = Literal["user_id_or_contact", "user_id", "email"]
+MATCH_BY: tuple[MatchBy, ...] = ("user_id_or_contact", "user_id", "email")
 
 
 class NotificationInvalid(WebhookError):
@@ -285,16 +305,40 @@ class _Subject:
     contact_id: str
 
 
-def _subject(notification: Notification) -> _Subject:
+def _email(value: Any) -> str:
+    email = value.strip() if isinstance(value, str) else ""
+    return email if "@" in email else ""
+
+
+def _subject(notification: Notification, match_by: MatchBy) -> _Subject:
     item = notification.item
     if item.get("type") == "event":
-        # A data event names its contact by external id (user_id) and Intercom id.
+        # A data event names its contact by external id (user_id), Intercom id and email.
         external_id = _identifier(item.get("user_id"))
         contact_id = _identifier(item.get("intercom_user_id"))
+        email = _email(item.get("email"))
+        is_person = bool(external_id or contact_id or email)
     else:
-        contact = _contact_of(item) or {}
+        contact = _contact_of(item)
+        is_person = contact is not None
+        contact = contact or {}
         external_id = _identifier(contact.get("external_id") or contact.get("user_id"))
         contact_id = _identifier(contact.get("id"))
+        email = _email(contact.get("email"))
+    if match_by == "email":
+        if email or external_id:
+            return _Subject(user_id=email or external_id, anonymous_id="", contact_id=contact_id)
+        raise NotificationDropped(
+            "the contact has neither an email nor a user id"
+            if is_person
+            else f"it is about no contact (a {_identifier(item.get('type')) or 'bare'} item)"
+        )
+    if match_by == "user_id" and not external_id:
+        raise NotificationDropped(
+            "the contact has no user id (external_id)"
+            if is_person
+            else f"it is about no contact (a {_identifier(item.get('type')) or 'bare'} item)"
+        )
     if external_id:
         return _Subject(user_id=external_id, anonymous_id="", contact_id=contact_id)
     if contact_id:
@@ -429,16 +473,19 @@ def _contact_traits(contact: Mapping[str, Any]) -> dict[str, Any]:
 # --- calls -------------------------------------------------------------------------------------
 
 
-def notification_calls(notification: Notification) -> list[dict[str, Any]]:
+def notification_calls(
+    notification: Notification, *, match_by: MatchBy = "user_id_or_contact"
+) -> list[dict[str, Any]]:
     """The raw Segment calls a notification becomes (module doc); [] for ``ping``.
 
     Identify / group come before the track call, so a host app reading a user's timeline in
-    order sees who the contact is before what happened.
+    order sees who the contact is before what happened. Raises ``NotificationDropped`` when
+    ``match_by`` finds no one to attribute it to.
     """
     if notification.is_ping:
         return []
     item = notification.item
-    subject = _subject(notification)
+    subject = _subject(notification, match_by)
     item_type = _identifier(item.get("type"))
     base: dict[str, Any] = {
         "context": {

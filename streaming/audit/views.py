@@ -509,6 +509,7 @@ def admin_navigation(request: HttpRequest) -> list[dict[str, Any]]:
                 _model_item("Event filters", "filter_alt", "integrations.eventfilter"),
                 _model_item("Property mappings", "account_tree", "integrations.propertymapping"),
                 _model_item("Alert rules", "notification_add", "streaming.alertrule"),
+                _model_item("Intercom app (OAuth)", "apps", "integrations.intercomapp"),
             ],
         ),
         (

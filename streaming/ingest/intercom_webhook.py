@@ -9,7 +9,9 @@ Answers, chosen for how Intercom treats them (it waits 5 s, retries a failed not
 after a minute, pauses a subscription after 1,000 consecutive errors in 15 minutes and suspends
 it after seven days of errors):
 
-- 200: accepted, or a duplicate of an accepted notification (Intercom's retry), or ``ping``;
+- 200: accepted, or a duplicate of an accepted notification (Intercom's retry), or ``ping``, or
+  dropped because it names no one the source's matching accepts (``webhook_match_by``: counted
+  on the source and on its syncs' health with the reason; a retry could not do better);
 - 401: missing or wrong signature; nothing is read beyond the signature, nothing stored;
 - 400: signed but not a notification we can read; nothing stored;
 - 403: the source is disabled (the operator's choice; Intercom's retry may still land once it is
@@ -31,6 +33,7 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, transaction
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
@@ -40,6 +43,7 @@ from django.views.decorators.csrf import csrf_exempt
 from integrations.intercom.webhooks import (
     SIGNATURE_HEADER,
     Notification,
+    NotificationDropped,
     NotificationInvalid,
     notification_calls,
     notification_parse,
@@ -47,6 +51,7 @@ from integrations.intercom.webhooks import (
 )
 from integrations.models import Source
 from streaming.ingest.events import IngestResult, events_ingest
+from streaming.ingest.filtered import filtered_count
 from streaming.ingest.segment import InvalidCall, call_normalise
 from streaming.signals import intercom_activity
 
@@ -63,7 +68,7 @@ def intercom_notification_ingest(
     """
     calls = [
         call_normalise(raw, call_type=None, received_at=received_at)
-        for raw in notification_calls(notification)
+        for raw in notification_calls(notification, match_by=source.webhook_match_by)
     ]
     if not calls:
         return IngestResult()
@@ -79,6 +84,21 @@ def intercom_notification_ingest(
             robust=True,
         )
     return result
+
+
+def notification_dropped_count(*, source: Source, reason: str, at: datetime) -> None:
+    """Count a dropped notification on the source (its page) and its syncs (their health)."""
+    Source.objects.filter(pk=source.pk).update(
+        dropped_notifications=F("dropped_notifications") + 1,
+        last_dropped_at=at,
+        last_dropped_reason=reason[:300],
+    )
+    sync_ids = source.syncs.values_list("id", flat=True)
+    health_reason = f"Intercom notification dropped: {reason}"
+    try:
+        filtered_count(counts={(sync_id, health_reason): 1 for sync_id in sync_ids}, at=at)
+    except Exception:  # the cache (Redis) is down: the source's own count above still holds
+        log.warning("intercom webhook: health counts unavailable (source %s)", source.pk)
 
 
 def _error(status: int, code: str, message: str, errors: Any = None) -> JsonResponse:
@@ -150,6 +170,22 @@ class IntercomWebhookView(View):
             result = intercom_notification_ingest(
                 source=source, notification=notification, received_at=received_at
             )
+        except NotificationDropped as dropped:
+            reason = dropped.reason
+            try:
+                notification_dropped_count(source=source, reason=reason, at=received_at)
+            except DatabaseError:
+                log.exception("intercom webhook: database unavailable (source %s)", source.pk)
+                return _error(503, "unavailable", "Storage is unavailable; retry later.")
+            # Ids only: the notification's contact data stays out of the log.
+            log.info(
+                "intercom webhook: %s %s for source %s dropped: %s",
+                notification.topic,
+                notification.id,
+                source.pk,
+                dropped.reason,
+            )
+            return JsonResponse({"success": True, "dropped": reason})
         except InvalidCall as exc:
             return _error(400, "invalid_notification", str(exc), exc.errors)
         except DatabaseError:

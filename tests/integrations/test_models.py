@@ -59,7 +59,6 @@ def test_source_names_are_unique():
         ({"region": "custom", "base_url": ""}, "base_url", "The custom region needs a base URL."),
         ({"region": "custom", "base_url": "ftp://x.example"}, "base_url", "http:// or https://"),
         ({"region": "us", "base_url": "http://x.example"}, "base_url", "only used with the custom"),
-        ({"access_token": ""}, "access_token", "An Intercom access token is required."),
         ({"api_version": "1.4"}, "api_version", "is not a valid choice"),
         ({"region": "mars"}, "region", "is not a valid choice"),
     ],

@@ -84,6 +84,10 @@ class Sandbox:
     def state(self) -> dict[str, Any]:
         return self.core.state()
 
+    def oauth_log(self) -> list[dict[str, Any]]:
+        """Authorise pages shown, decisions and token exchanges (sandbox/oauth.py)."""
+        return self.core.oauth.snapshot()
+
     def __enter__(self) -> Sandbox:
         self.start()
         return self

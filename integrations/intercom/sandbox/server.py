@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from integrations.intercom.sandbox.oauth import SandboxOAuth
 from integrations.intercom.sandbox.workspace import Answer, Workspace, error
 
 # The log keeps the most recent requests only, so a long benchmark cannot exhaust memory.
@@ -61,6 +62,9 @@ class SandboxConfig:
     force_count: int = 0
     force_path: str = ""
     force_method: str = ""
+    # The public app that Connect to Intercom authorises (sandbox/oauth.py).
+    oauth_client_id: str = "sandbox-client-id"
+    oauth_client_secret: str = "sandbox-client-secret"
 
     def update(self, values: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}
@@ -100,6 +104,7 @@ class SandboxCore:
         self.workspace = Workspace(search_lag_seconds=config.search_lag_seconds)
         self.workspace.event_name_limit = config.event_name_limit
         self.log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LIMIT)
+        self.oauth = SandboxOAuth(config.oauth_client_id, config.oauth_client_secret)
         self.seq = 0
         self.generation = 0  # bumped by reset: requests begun before it are not logged after
         self.window = 0
@@ -205,6 +210,9 @@ class SandboxCore:
             self.workspace = Workspace(search_lag_seconds=self.config.search_lag_seconds)
             self.workspace.event_name_limit = self.config.event_name_limit
             self.log.clear()
+            self.oauth.reset()
+            self.oauth.client_id = self.config.oauth_client_id
+            self.oauth.client_secret = self.config.oauth_client_secret
             self.generation += 1
             self.window = 0
             self.window_count = 0
@@ -213,6 +221,8 @@ class SandboxCore:
     def configure(self, values: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             self.config.update(values)
+            self.oauth.client_id = self.config.oauth_client_id
+            self.oauth.client_secret = self.config.oauth_client_secret
             self.workspace.search_lag_seconds = self.config.search_lag_seconds
             self.workspace.event_name_limit = self.config.event_name_limit
             return asdict(self.config)
@@ -347,6 +357,16 @@ class SandboxHandler(BaseHTTPRequestHandler):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.wfile.write(head + payload)
 
+    def _send_raw(
+        self, status: int, content_type: str, payload: bytes, headers: dict[str, str]
+    ) -> None:
+        lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
+        lines.append(f"Content-Type: {content_type}")
+        lines.append(f"Content-Length: {len(payload)}")
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head + payload)
+
     def _handle(self) -> None:
         core = self.server.core
         method = self.command
@@ -366,6 +386,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
         if path.startswith("/_sandbox/"):
             self._control(core, method, path, query, body)
+            return
+        if core.oauth.handles(path):
+            status, content_type, payload, headers = core.oauth.handle(
+                method, path, query, raw, core.config.token
+            )
+            self._send_raw(status, content_type, payload, headers)
             return
 
         started = time.time()
@@ -437,6 +463,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self._send(200, {"requests": core.requests_since(since)})
         elif method == "GET" and path == "/_sandbox/state":
             self._send(200, core.state())
+        elif method == "GET" and path == "/_sandbox/oauth":
+            self._send(200, {"oauth": core.oauth.snapshot()})
         elif method == "GET" and path == "/_sandbox/config":
             self._send(200, asdict(core.config))
         else:

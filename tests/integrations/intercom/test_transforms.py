@@ -184,6 +184,23 @@ MAPPING_CASES = [
         id="identify-mapped-traits-only",
     ),
     pytest.param(
+        identify(),
+        SyncConfig(
+            timeline_link_attribute="switchboard_timeline",
+            timeline_url="https://sb.example/admin/streaming/delivery/timeline/?q=",
+        ),
+        [
+            contact(
+                attributes={
+                    "switchboard_timeline": "https://sb.example/admin/streaming/delivery/"
+                    "timeline/?q=u1"
+                }
+            )
+        ],
+        [],
+        id="identify-timeline-link",
+    ),
+    pytest.param(
         identify({"email": "a@example.com", "name": "A", "plan": "pro", "logins": 7, "vip": True}),
         ALL,
         [
