@@ -35,7 +35,7 @@ from integrations.intercom.identity import identity_resolve
 from integrations.models import Source
 from integrations.selectors import routes_for_source
 from streaming import storage
-from streaming.ingest.filtered import filtered_count
+from streaming.ingest.filtered import KeptOutCall, filtered_count, kept_out_record
 from streaming.ingest.segment import Call
 from streaming.ingest.suppression import SUPPRESSED_REASON, suppressed_user_ids
 from streaming.models import Lane
@@ -132,6 +132,7 @@ def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetim
     event_ids: list[int] = []
     duplicates = list(repeated)
     deliveries = 0
+    kept_out: list[KeptOutCall] = []
     for call, verdicts in zip(batch, plans, strict=True):
         event_id = stored.event_ids.get(call.message_id)
         if event_id is None:
@@ -141,9 +142,18 @@ def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetim
         for verdict in verdicts:
             if verdict.reason:
                 filtered[(verdict.sync_id, verdict.reason)] += 1
+                kept_out.append(
+                    KeptOutCall(
+                        event_id=event_id,
+                        sync_id=verdict.sync_id,
+                        user_key=call.user_id or call.anonymous_id,
+                        reason=verdict.reason,
+                    )
+                )
             else:
                 deliveries += 1
     lane_ids = sorted(set(stored.lane_ids))
+    kept_out_record(calls=kept_out, at=received_at)
     _after_commit(
         source=source, event_ids=event_ids, lane_ids=lane_ids, filtered=filtered, at=received_at
     )
