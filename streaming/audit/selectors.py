@@ -27,6 +27,7 @@ from streaming.models import (
     TRAITS_EMAIL,
     Delivery,
     Event,
+    KeptOut,
     KnownEventName,
 )
 
@@ -50,6 +51,19 @@ def events_by_email(*, email: str) -> QuerySet[Event]:
     return Event.objects.alias(
         traits_email=TRAITS_EMAIL, context_traits_email=CONTEXT_TRAITS_EMAIL
     ).filter(Q(traits_email__in=variants) | Q(context_traits_email__in=variants))
+
+
+KEPT_OUT_SHOWN = 50
+
+
+def kept_out_of_user(*, user_id: str, limit: int = KEPT_OUT_SHOWN) -> QuerySet[KeptOut]:
+    """The latest calls syncs kept out about this user id (or anonymous id), newest first: one
+    backward read of the ``(user_key, id)`` index."""
+    return (
+        KeptOut.objects.filter(user_key=user_id)
+        .select_related("event", "sync__destination")
+        .order_by("-id")[:limit]
+    )
 
 
 # --- sync health ------------------------------------------------------------------------------
