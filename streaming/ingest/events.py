@@ -10,7 +10,8 @@ API and the Intercom webhook source:
    reason (a disabled sync drops everything), or delivered in the lane of the user that
    ``identity_resolve`` names (a paused sync's deliveries wait in their lanes);
 3. ``storage.calls_store`` writes the events (a messageId the source already sent is skipped),
-   the lanes and the deliveries in one transaction (one statement on PostgreSQL);
+   the lanes and the deliveries in one transaction (one statement on PostgreSQL); then the
+   (call, sync) pairs kept out are recorded with their reason, one INSERT (``filtered``);
 4. only after commit: the lanes are announced (``lanes_queued``, which wakes the workers), the
    filtered calls are counted, and ``event_ingested`` is sent.
 
