@@ -28,6 +28,8 @@ class CallType(models.TextChoices):
     ALIAS = "alias"
     DELETE = "delete"
     AUDIENCE = "audience"  # from POST /api/v1/audiences/{name}/members, never from ingest
+    # Not a Segment call: an operator's "Intercom now" read of a contact, logged like a call.
+    LOOKUP = "lookup", "Intercom lookup"
 
 
 # The two places Segment calls carry an email, as expressions: the audit looks an address up in
@@ -194,6 +196,34 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} {self.url} -> {self.status_code or self.category}"
+
+
+class KeptOut(models.Model):
+    """One call a sync kept out at ingest (its filters, an opt-out, an anonymous call it drops, a
+    disabled sync), with the reason: the answer to "why was this never sent?" for one user.
+
+    One small row per (call, sync), written by ``streaming.ingest.filtered`` right after the
+    call is stored; no delivery exists for it. ``user_key`` is the call's userId, else its
+    anonymousId, so a user's page finds them by an index, anonymous visits included. Purged with
+    its event (retention, or a person's deletion). Calls of a person deleted on request are
+    never recorded here: only counted.
+    """
+
+    # Indexed for the purge, which walks events by id ranges.
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="kept_out")
+    # No index of its own: a user's rows are found by user_key, then read with their sync.
+    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="+", db_index=False)
+    user_key = models.CharField(max_length=255)
+    reason = models.TextField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "call kept out"
+        verbose_name_plural = "calls kept out"
+        indexes = [models.Index(fields=["user_key", "id"], name="kept_out_user_key")]
+
+    def __str__(self) -> str:
+        return f"{self.user_key}: kept out of sync {self.sync_id} ({self.reason})"
 
 
 class DeliveryHour(models.Model):

@@ -2,7 +2,8 @@
 
 ``deliver`` turns one stored call into Intercom's operations under a sync's configuration
 (``transforms.plan_build``, pure) and performs them with the client (``executor.plan_execute``),
-reporting every HTTP exchange to the caller's ``ExchangeRecorder``. What the data plane must tell
+reporting every HTTP exchange to the caller's ``ExchangeRecorder``. ``contact_read`` reads one
+contact as Intercom holds it now (an operator's "Intercom now"), reported the same way. What the data plane must tell
 apart comes back as one ``Outcome`` or one of four errors:
 
 - ``RateLimitedError``: 429, wait until ``reset_at``; not a failed try;
@@ -29,6 +30,7 @@ from integrations.intercom.client import (
     RetryableError,
 )
 from integrations.intercom.executor import Outcome, plan_execute
+from integrations.intercom.lookup import contact_read
 from integrations.intercom.operations import (
     DestinationState,
     ExchangeRecorder,
@@ -45,6 +47,7 @@ __all__ = [
     "RateLimitedError",
     "RetryableError",
     "client_for",
+    "contact_read",
     "deliver",
 ]
 

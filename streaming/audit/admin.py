@@ -32,6 +32,7 @@ from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import Max, Min, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -39,13 +40,14 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.translation import ngettext
-from unfold.admin import ModelAdmin, TabularInline
+from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import TextFilter
 
 from integrations.admin import SourceAdmin
 from integrations.models import Source, Sync
 from streaming.audit import resend_admin, views
 from streaming.audit.selectors import events_by_email
+from streaming.audit.tries import attempts_by_try
 from streaming.delivery.replay import (
     TEST_MESSAGE_PREFIX,
     deliveries_replay,
@@ -385,57 +387,6 @@ class EventAdmin(ReadOnlyAdmin):
 # --- Delivery ---------------------------------------------------------------------------------
 
 
-class DeliveryAttemptInline(TabularInline):
-    """Each HTTP exchange of a delivery: what was sent, and what Intercom answered."""
-
-    model = DeliveryAttempt
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    ordering = ("id",)
-    verbose_name = "HTTP attempt"
-    verbose_name_plural = "HTTP attempts (oldest first)"
-    # Three columns, bodies wrapped inside their own boxes: the table fits a 1,280 px screen.
-    fields = ("exchange", "request_pretty", "response_pretty")
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @admin.display(description="exchange")
-    def exchange(self, obj: DeliveryAttempt) -> str:
-        return attempt_summary(obj)
-
-    @admin.display(description="request body")
-    def request_pretty(self, obj: DeliveryAttempt) -> str:
-        return pretty_json(obj.request_body)
-
-    @admin.display(description="Intercom's answer")
-    def response_pretty(self, obj: DeliveryAttempt) -> str:
-        return pretty_json(obj.response_excerpt) if obj.response_excerpt else "—"
-
-
-def attempt_summary(attempt: DeliveryAttempt) -> str:
-    """One exchange in a few lines: when, the request line, Intercom's status and the time taken."""
-    status = attempt.status_code if attempt.status_code is not None else "no response"
-    return format_html(
-        '<div class="sb-exchange-summary">'
-        '<div class="sb-nowrap">{}</div><div class="sb-request-line">{} {}</div>'
-        '<div><span class="sb-status sb-status-{}">{} {}</span>{}{}</div></div>',
-        when(attempt.started_at),
-        attempt.method,
-        attempt.url,
-        attempt.category,
-        status,
-        attempt.get_category_display(),
-        format_html(" <code>{}</code>", attempt.error_code) if attempt.error_code else "",
-        f" in {attempt.duration_ms} ms" if attempt.duration_ms is not None else "",
-    )
-
-
 @admin.register(Delivery)
 class DeliveryAdmin(UserSearchMixin, ModelAdmin):
     # Seven columns, the reason among them: a failed row reads whole on a 1,280 px screen.
@@ -467,7 +418,6 @@ class DeliveryAdmin(UserSearchMixin, ModelAdmin):
     show_facets = admin.ShowFacets.NEVER  # "Show counts" counts the whole table per filter choice
     paginator = LargeTablePaginator
     actions = ("retry_now_action", "replay_action")
-    inlines = (DeliveryAttemptInline,)
     fields = (
         "id",
         "status_colored",
@@ -482,6 +432,7 @@ class DeliveryAdmin(UserSearchMixin, ModelAdmin):
         "completed_at",
         "payload_pretty",
         "timeline_link",
+        "tries",
     )
     readonly_fields = fields
 
@@ -496,6 +447,19 @@ class DeliveryAdmin(UserSearchMixin, ModelAdmin):
             return "—"
         url = reverse("admin:streaming_delivery_change", args=[obj.resend_of])
         return format_html('re-send of <a href="{}">#{}</a>', url, obj.resend_of)
+
+    class Media:
+        css = {"all": ("switchboard/timeline.css",)}  # the tries, styled as on the timeline
+
+    @admin.display(description="HTTP attempts, by try")
+    def tries(self, obj: Delivery) -> str:
+        # Grouped by try with the path named (streaming/audit/tries.py): the normal "contact did
+        # not exist -> created -> event resent" reads as one succeeded try, not two red errors.
+        attempts = list(obj.attempt_log.order_by("id"))
+        return render_to_string(
+            "admin/streaming/tries.html",
+            {"tries": attempts_by_try(obj, attempts), "delivery": obj},
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -665,6 +629,11 @@ class DeliveryAdmin(UserSearchMixin, ModelAdmin):
             ),
             path("resend/", page(resend_admin.sync_resend), name="streaming_sync_resend"),
             path("backfill/", page(resend_admin.sync_backfill), name="streaming_sync_backfill"),
+            path(
+                "timeline/intercom-now/",
+                page(views.intercom_now_page),
+                name="streaming_intercom_now",
+            ),
             path("health/", page(views.sync_health), name="streaming_sync_health"),
             path(
                 "health/<int:sync_id>/replay/",

@@ -1,6 +1,7 @@
 """The delivery audit trail over HTTP: ``GET /api/v1/users/{user_id}/deliveries``.
 
 "What did we send to Intercom about user X, when, and what did Intercom say?" for support tools.
+Beside the deliveries (``results``), ``kept_out`` says which calls a sync never sent, and why.
 Token (``Authorization: Token <key>``, rest_framework.authtoken) or session authentication; only
 users holding ``streaming.view_delivery``. Newest first, paginated (``?page=``). It shows what
 the attempt log holds and nothing more: never a request header, token or secret.
@@ -18,10 +19,13 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import generics, permissions, serializers
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
+from rest_framework.response import Response
 
+from streaming.audit.selectors import KEPT_OUT_SHOWN, kept_out_of_user
 from streaming.delivery.replay import TEST_MESSAGE_PREFIX
-from streaming.models import Delivery, DeliveryAttempt, Event
+from streaming.models import Delivery, DeliveryAttempt, Event, KeptOut
 
 
 class CanViewDeliveries(permissions.BasePermission):
@@ -92,6 +96,45 @@ class AuditDeliverySerializer(serializers.ModelSerializer):
         return delivery.event.message_id.startswith(TEST_MESSAGE_PREFIX)
 
 
+class AuditKeptOutSerializer(serializers.ModelSerializer):
+    """A call a sync kept out at ingest: no delivery was made, and this is why."""
+
+    event = AuditEventSerializer()
+    sync = AuditSyncSerializer()
+    at = serializers.DateTimeField(source="created_at")
+
+    class Meta:
+        model = KeptOut
+        fields = ["reason", "at", "event", "sync"]
+
+
+class AuditPagination(PageNumberPagination):
+    """Django REST framework's pages, plus ``kept_out``: the user's latest calls that syncs kept
+    out (the same on every page)."""
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        paginated = super().get_paginated_response_schema(schema)
+        paginated["properties"]["kept_out"] = {
+            "type": "array",
+            "description": f"The user's latest {KEPT_OUT_SHOWN} calls that a sync kept out at "
+            "ingest (its filters, an opt-out, an anonymous call it drops, a disabled sync), "
+            "newest first, each with the reason; no delivery exists for them.",
+            # Written out: the components it names are those of the deliveries' own schema.
+            "items": {
+                "type": "object",
+                "required": ["reason", "at", "event", "sync"],
+                "properties": {
+                    "reason": {"type": "string"},
+                    "at": {"type": "string", "format": "date-time"},
+                    "event": {"$ref": "#/components/schemas/AuditEvent"},
+                    "sync": {"$ref": "#/components/schemas/AuditSync"},
+                },
+            },
+        }
+        paginated["required"] = [*paginated.get("required", []), "kept_out"]
+        return paginated
+
+
 # --- the OpenAPI description: the parameters, and the answers other than 200 ----------------------
 
 
@@ -160,7 +203,8 @@ _NOT_FOUND = (
     },
 )
 class UserDeliveriesView(generics.ListAPIView):
-    """Every delivery about one user, newest first, each with its event and HTTP attempts.
+    """Every delivery about one user, newest first, each with its event and HTTP attempts, and
+    the user's latest calls that syncs kept out, with why (``kept_out``).
 
     A user is matched by the events' ``userId`` and by the lane key a sync chose for them (an
     external id taken from a trait, or an email for syncs matching by email).
@@ -168,6 +212,14 @@ class UserDeliveriesView(generics.ListAPIView):
 
     serializer_class = AuditDeliverySerializer
     permission_classes = [permissions.IsAuthenticated, CanViewDeliveries]
+    pagination_class = AuditPagination
+
+    def get_paginated_response(self, data: list) -> Response:
+        response = super().get_paginated_response(data)
+        response.data["kept_out"] = AuditKeptOutSerializer(
+            kept_out_of_user(user_id=self.kwargs["user_id"]), many=True
+        ).data
+        return response
 
     def get_queryset(self) -> QuerySet[Delivery]:
         user_id = self.kwargs["user_id"]

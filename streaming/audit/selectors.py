@@ -1,4 +1,5 @@
-"""Reads for the operator pages: one user's timeline and each sync's delivery health.
+"""Reads for the operator pages: events by email, and each sync's delivery health (a user's
+timeline is ``timeline``).
 
 Both are built to cost the same at millions of rows as at thousands (bench/b9_audit_scale.py):
 every query starts from an indexed column (``Event.user_id``, the events' email expressions,
@@ -13,7 +14,6 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
 
 from django.db import connection
 from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, Q, QuerySet
@@ -26,39 +26,18 @@ from streaming.models import (
     CONTEXT_TRAITS_EMAIL,
     TRAITS_EMAIL,
     Delivery,
-    DeliveryAttempt,
     Event,
+    KeptOut,
     KnownEventName,
 )
 
 logger = logging.getLogger(__name__)
 
-TIMELINE_EVENTS_MAX = 200
 HEALTH_WINDOW = timedelta(hours=24)
 # The p95 of a busy sync is that of its latest successes in the window, this many at most.
 P95_SAMPLE = 10_000
 
-# --- user timeline ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    """One line of a user's timeline: an event received, an HTTP attempt, or a delivery outcome."""
-
-    at: datetime
-    kind: Literal["event", "attempt", "delivery"]
-    event: Event
-    delivery: Delivery | None = None
-    attempt: DeliveryAttempt | None = None
-
-
-@dataclass
-class Timeline:
-    query: str
-    entries: list[TimelineEntry] = field(default_factory=list)
-    user_ids: list[str] = field(default_factory=list)
-    events: int = 0
-    truncated: bool = False
+# --- events by email --------------------------------------------------------------------------
 
 
 def events_by_email(*, email: str) -> QuerySet[Event]:
@@ -74,95 +53,17 @@ def events_by_email(*, email: str) -> QuerySet[Event]:
     ).filter(Q(traits_email__in=variants) | Q(context_traits_email__in=variants))
 
 
-def user_timeline(*, query: str, limit: int = TIMELINE_EVENTS_MAX) -> Timeline:
-    """Everything about one user, oldest first: the latest ``limit`` events, their deliveries to
-    every sync, each HTTP attempt with Intercom's answer, and each delivery's outcome.
+KEPT_OUT_SHOWN = 50
 
-    ``query`` is a user id (``Event.user_id`` or a lane's user key, which may be an external id
-    taken from a trait, an anonymous id, or an email for syncs matching by email) or an email
-    (matched in the events' traits, then widened to every event of the user ids found).
-    """
-    query = query.strip()
-    timeline = Timeline(query=query)
-    if not query:
-        return timeline
-    user_ids = {query}
-    direct_event_ids: set[int] = set()
-    if "@" in query:
-        for event_id, user_id in events_by_email(email=query).values_list("id", "user_id")[
-            : limit * 5
-        ]:
-            direct_event_ids.add(event_id)
-            if user_id:
-                user_ids.add(user_id)
-    timeline.user_ids = sorted(user_ids)
 
-    newest_first = ("-received_at", "-id")
-    candidates: dict[int, datetime] = {}
-    for event_id, received_at in (
-        Event.objects.filter(user_id__in=user_ids)
-        .order_by(*newest_first)
-        .values_list("id", "received_at")[: limit + 1]
-    ):
-        candidates[event_id] = received_at
-    for event_id, received_at in (
-        Event.objects.filter(
-            id__in=Delivery.objects.filter(user_key__in=user_ids).values("event_id")
-        )
-        .order_by(*newest_first)
-        .values_list("id", "received_at")[: limit + 1]
-    ):
-        candidates[event_id] = received_at
-    if direct_event_ids:
-        for event_id, received_at in Event.objects.filter(id__in=direct_event_ids).values_list(
-            "id", "received_at"
-        ):
-            candidates[event_id] = received_at
-    chosen = sorted(candidates, key=lambda i: (candidates[i], i), reverse=True)
-    timeline.truncated = len(chosen) > limit
-    chosen = chosen[:limit]
-    timeline.events = len(chosen)
-    if not chosen:
-        return timeline
-
-    events = {e.id: e for e in Event.objects.filter(id__in=chosen).select_related("source")}
-    deliveries = {
-        d.id: d
-        for d in Delivery.objects.filter(event_id__in=chosen).select_related("sync__destination")
-    }
-    entries = [TimelineEntry(at=e.received_at, kind="event", event=e) for e in events.values()]
-    for attempt in DeliveryAttempt.objects.filter(event_id__in=chosen).defer("request_body"):
-        delivery = deliveries.get(attempt.delivery_id)
-        if delivery is None:
-            continue
-        entries.append(
-            TimelineEntry(
-                at=attempt.started_at,
-                kind="attempt",
-                event=events[attempt.event_id],
-                delivery=delivery,
-                attempt=attempt,
-            )
-        )
-    for delivery in deliveries.values():
-        at = delivery.completed_at or delivery.next_attempt_at or delivery.created_at
-        entries.append(
-            TimelineEntry(
-                at=at, kind="delivery", event=events[delivery.event_id], delivery=delivery
-            )
-        )
-    # Ties (same microsecond) read naturally: the event, then its attempts, then the outcome.
-    order = {"event": 0, "attempt": 1, "delivery": 2}
-    entries.sort(
-        key=lambda x: (
-            x.at,
-            order[x.kind],
-            x.attempt.id if x.attempt else 0,
-            x.delivery.id if x.delivery else 0,
-        )
+def kept_out_of_user(*, user_id: str, limit: int = KEPT_OUT_SHOWN) -> QuerySet[KeptOut]:
+    """The latest calls syncs kept out about this user id (or anonymous id), newest first: one
+    backward read of the ``(user_key, id)`` index."""
+    return (
+        KeptOut.objects.filter(user_key=user_id)
+        .select_related("event", "sync__destination")
+        .order_by("-id")[:limit]
     )
-    timeline.entries = entries
-    return timeline
 
 
 # --- sync health ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ permissions, context and messages); the reads are ``selectors``, the writes ``de
     /admin/streaming/delivery/health/[?sync=<id>]
     /admin/streaming/delivery/test-event/?sync=<id>
     /admin/streaming/delivery/timeline/delete/?user=<user id>   (GDPR/CCPA: "Delete this person")
+    /admin/streaming/delivery/timeline/intercom-now/?delivery=<id>  (the contact in Intercom now)
 
 Also the console's frame, which django-unfold asks for by name (``UNFOLD`` in config/settings.py):
 the admin index's context (``admin_index``) and the sidebar (``admin_navigation``).
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from django import forms
 from django.contrib import admin, messages
@@ -42,7 +43,9 @@ from unfold.widgets import (
 
 from integrations.models import Destination, PropertyMapping, Source, Sync
 from streaming.audit.overview import CHART_OPTIONS, DEFAULT_SPAN, SPANS, overview_build
-from streaming.audit.selectors import syncs_health, user_timeline
+from streaming.audit.selectors import syncs_health
+from streaming.audit.timeline import TimelineFilters, recent_users, user_timeline
+from streaming.audit.tries import json_pretty
 from streaming.delivery.deletion import (
     DeletionRefused,
     destinations_knowing,
@@ -50,6 +53,7 @@ from streaming.delivery.deletion import (
     person_deletion_request,
     person_footprint,
 )
+from streaming.delivery.intercom_now import intercom_now
 from streaming.delivery.replay import (
     TEST_CALL_TYPES,
     deliveries_replay,
@@ -58,7 +62,7 @@ from streaming.delivery.replay import (
     test_call_normalise,
 )
 from streaming.ingest.segment import InvalidCall
-from streaming.models import ContactLink, Delivery, DeliveryAttempt, PersonDeletion
+from streaming.models import CallType, ContactLink, Delivery, DeliveryAttempt, PersonDeletion
 
 
 class DeliveryAdmin(Protocol):
@@ -90,11 +94,17 @@ def _context(
 
 
 def timeline(request: HttpRequest, *, delivery_admin: DeliveryAdmin) -> HttpResponse:
-    """Everything sent about one user (``?q=`` a user id or an email), with Intercom's answers."""
+    """Everything sent about one user (``?q=`` a user id or an email), one card per call, with
+    Intercom's answers; ``sync``, ``type`` and ``outcome`` narrow it, ``before`` pages back.
+    Without ``q``: a search box and the users of the latest calls."""
     if not delivery_admin.has_view_permission(request):
         raise PermissionDenied
     query = request.GET.get("q", "").strip()
-    timeline = user_timeline(query=query)
+    filters = TimelineFilters.from_query(request.GET.dict())
+    before = request.GET.get("before", "")
+    timeline = user_timeline(
+        query=query, filters=filters, before=int(before) if before.isdigit() else None
+    )
     title = f"Timeline of {query}" if query else "User timeline"
     # Each user id shown, with its deletion when the person was deleted on request.
     people = [(user_id, person_deletion_existing(user_id=user_id)) for user_id in timeline.user_ids]
@@ -109,6 +119,53 @@ def timeline(request: HttpRequest, *, delivery_admin: DeliveryAdmin) -> HttpResp
             query=query,
             people=people,
             may_delete=request.user.has_perm("streaming.delete_person"),
+            recent=[] if query else recent_users(),
+            syncs=Sync.objects.order_by("name").values_list("id", "name"),
+            call_types=CallType.choices,
+            outcomes=[*Delivery.Status.choices, ("kept_out", "Kept out")],
+            filter_query=urlencode(
+                {
+                    key: value
+                    for key, value in (
+                        ("q", query),
+                        ("sync", filters.sync_id or ""),
+                        ("type", filters.call_type),
+                        ("outcome", filters.outcome),
+                    )
+                    if value
+                }
+            ),
+        ),
+    )
+
+
+def intercom_now_page(request: HttpRequest, *, delivery_admin: DeliveryAdmin) -> HttpResponse:
+    """The timeline's "Intercom now" (``?delivery=`` a delivery id): what we last sent about the
+    contact, and what Intercom holds now. The GET page asks; only its POST reads Intercom."""
+    if not delivery_admin.has_view_permission(request):
+        raise PermissionDenied
+    delivery_id = request.POST.get("delivery") or request.GET.get("delivery") or ""
+    if not delivery_id.isdigit():
+        return HttpResponseRedirect(reverse("admin:streaming_timeline"))
+    delivery = get_object_or_404(
+        Delivery.objects.select_related("event", "sync__destination"), pk=int(delivery_id)
+    )
+    result = None
+    if request.method == "POST":
+        if not delivery_admin.may_operate(request):
+            raise PermissionDenied
+        result = intercom_now(delivery=delivery, sent_by=request.user.get_username())
+    return TemplateResponse(
+        request,
+        "admin/streaming/intercom_now.html",
+        _context(
+            request,
+            delivery_admin,
+            f"Intercom now: {delivery.user_key}",
+            delivery=delivery,
+            result=result,
+            timeline_url=reverse("admin:streaming_timeline") + f"?q={quote(delivery.user_key)}",
+            contact_pretty=json_pretty(result.contact) if result and result.contact else "",
         ),
     )
 

@@ -66,6 +66,7 @@ from streaming.models import (
     Delivery,
     DeliveryAttempt,
     Event,
+    KeptOut,
     Lane,
     PersonDeletion,
     PersonDeletionTarget,
@@ -596,6 +597,11 @@ def person_purge(*, user_id: str, deletion: PersonDeletion) -> dict[str, int]:
         if redacted != attempt.url:
             DeliveryAttempt.objects.filter(pk=attempt.pk).update(url=redacted)
     counts["attempts"] = attempts.update(user_key=pseudonym, request_body=None, response_excerpt="")
+
+    # Why the person's calls were kept out of a sync: their own rows, deleted outright.
+    counts["kept_out"] = KeptOut.objects.filter(
+        Q(event_id__in=event_ids) | Q(user_key__in=sorted(set(keys) | identifiers))
+    ).delete()[0]
 
     events = Event.objects.filter(pk__in=event_ids)
     for event in events.only("id", "message_id"):

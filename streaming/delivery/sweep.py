@@ -22,7 +22,7 @@ from django.utils import timezone
 from integrations.models import Sync
 from streaming.delivery.lanes import LaneLease
 from streaming.delivery.wakeups import lanes_wake
-from streaming.models import Delivery, DeliveryAttempt, DeliveryHour, Event, Lane
+from streaming.models import Delivery, DeliveryAttempt, DeliveryHour, Event, KeptOut, Lane
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,10 @@ def _events_purge(*, first: int, last: int, cutoff: datetime) -> Counter[str]:
         .exclude(Exists(DeliveryAttempt.objects.filter(delivery_id=OuterRef("pk"))))
     )
     old_events = Event.objects.filter(id__gte=first, id__lte=last, received_at__lt=cutoff)
+    # Why a sync kept an old call out goes with the call.
+    purged["kept_out"] = _rows_delete(
+        KeptOut.objects.filter(**in_batch, event_id__in=old_events.values("id"))
+    )
     purged["events"] = _rows_delete(
         old_events.exclude(Exists(Delivery.objects.filter(event_id=OuterRef("pk")))).exclude(
             Exists(DeliveryAttempt.objects.filter(event_id=OuterRef("pk")))
@@ -164,7 +168,7 @@ def _events_purge(*, first: int, last: int, cutoff: datetime) -> Counter[str]:
 
 
 # The trail's own references, which the purge deletes in order (attempts, deliveries, events).
-_TRAIL = (DeliveryAttempt, Delivery, Event)
+_TRAIL = (DeliveryAttempt, Delivery, KeptOut, Event)
 
 
 def _references(model: type[Model]) -> list[ForeignObjectRel]:

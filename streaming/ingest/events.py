@@ -10,7 +10,8 @@ API and the Intercom webhook source:
    reason (a disabled sync drops everything), or delivered in the lane of the user that
    ``identity_resolve`` names (a paused sync's deliveries wait in their lanes);
 3. ``storage.calls_store`` writes the events (a messageId the source already sent is skipped),
-   the lanes and the deliveries in one transaction (one statement on PostgreSQL);
+   the lanes and the deliveries in one transaction (one statement on PostgreSQL); then the
+   (call, sync) pairs kept out are recorded with their reason, one INSERT (``filtered``);
 4. only after commit: the lanes are announced (``lanes_queued``, which wakes the workers), the
    filtered calls are counted, and ``event_ingested`` is sent.
 
@@ -35,7 +36,7 @@ from integrations.intercom.identity import identity_resolve
 from integrations.models import Source
 from integrations.selectors import routes_for_source
 from streaming import storage
-from streaming.ingest.filtered import filtered_count
+from streaming.ingest.filtered import KeptOutCall, filtered_count, kept_out_record
 from streaming.ingest.segment import Call
 from streaming.ingest.suppression import SUPPRESSED_REASON, suppressed_user_ids
 from streaming.ingest.visitors import VisitorRouting
@@ -151,6 +152,7 @@ def events_ingest(
     event_ids: list[int] = []
     duplicates = list(repeated)
     deliveries = 0
+    kept_out: list[KeptOutCall] = []
     for call, verdicts in zip(batch, plans, strict=True):
         event_id = stored.event_ids.get(call.message_id)
         if event_id is None:
@@ -160,9 +162,18 @@ def events_ingest(
         for verdict in verdicts:
             if verdict.reason:
                 filtered[(verdict.sync_id, verdict.reason)] += 1
+                kept_out.append(
+                    KeptOutCall(
+                        event_id=event_id,
+                        sync_id=verdict.sync_id,
+                        user_key=call.user_id or call.anonymous_id,
+                        reason=verdict.reason,
+                    )
+                )
             else:
                 deliveries += 1
     lane_ids = sorted(set(stored.lane_ids))
+    kept_out_record(calls=kept_out, at=received_at)
     _after_commit(
         source=source, event_ids=event_ids, lane_ids=lane_ids, filtered=filtered, at=received_at
     )

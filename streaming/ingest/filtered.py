@@ -1,18 +1,33 @@
-"""What syncs kept out at ingest, counted per sync and reason.
+"""What syncs kept out at ingest: counted per sync and reason, and recorded per user.
 
-A call a sync filters out (by its event filters, or because it has no usable identity) is not
-stored: it is counted in the cache, in hourly buckets kept 48 hours, for the health page.
+A call a sync keeps out (its event filters, an opt-out, an anonymous call it drops, no usable
+identity, a disabled sync) gets no delivery. Two traces remain:
+
+- a counter in the cache, in hourly buckets kept 48 hours, for the health page
+  (``filtered_count`` / ``filtered_counts``);
+- one ``KeptOut`` row per (call, sync), with the reason, so that a user's timeline and the
+  audit API say why a call was never sent (``kept_out_record``). Written right after the calls
+  are stored, in one INSERT per batch (inside the caller's transaction when there is one); it
+  never fails an ingest, whose calls are stored by then. Calls of a person deleted on request
+  are counted only: recording their id would keep what the deletion removed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.core.cache import cache
+from django.db import DatabaseError, transaction
 from django.utils import timezone
+
+from streaming.models import KeptOut
+
+logger = logging.getLogger(__name__)
 
 FILTERED_BUCKET = timedelta(hours=1)
 FILTERED_KEEP = timedelta(hours=48)
@@ -73,3 +88,39 @@ def filtered_counts(*, sync_id: int, since: datetime) -> dict[str, int]:
     for name, n in cache.get_many(list(names)).items():
         totals[names[name]] += int(n)
     return dict(totals)
+
+
+@dataclass(frozen=True)
+class KeptOutCall:
+    """One stored call one sync kept out, and why."""
+
+    event_id: int
+    sync_id: int
+    user_key: str  # the call's userId, else its anonymousId
+    reason: str
+
+
+def kept_out_record(*, calls: list[KeptOutCall], at: datetime) -> None:
+    """Record, per user, the calls syncs kept out (one INSERT for the batch).
+
+    The calls are stored and accepted by now: an error here is logged, never raised, so that
+    a client is not told to resend what is already stored. Inside a caller's transaction the
+    rows commit with the calls (a savepoint keeps a failure from aborting it).
+    """
+    if not calls:
+        return
+    rows = [
+        KeptOut(
+            event_id=call.event_id,
+            sync_id=call.sync_id,
+            user_key=call.user_key[: KeptOut._meta.get_field("user_key").max_length],
+            reason=call.reason,
+            created_at=at,
+        )
+        for call in calls
+    ]
+    try:
+        with transaction.atomic():
+            KeptOut.objects.bulk_create(rows)
+    except DatabaseError:
+        logger.exception("could not record %d calls kept out by syncs", len(rows))

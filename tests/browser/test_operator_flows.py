@@ -18,7 +18,7 @@ from streaming.delivery.lanes import lane_drain
 from streaming.models import Delivery
 from tests.factories import DestinationFactory, PropertyMappingFactory, SourceFactory
 from tests.fixtures.browser import ADMIN_PASSWORD
-from tests.streaming.delivery_setup import identify, ingest, sync_into, track
+from tests.streaming.delivery_setup import identify, ingest, sync_into, track, wait_settled
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -179,32 +179,83 @@ def test_a_test_event_says_which_properties_were_not_sent(admin_browser, interco
     assert event["metadata"] == {"plan": "pro"}
 
 
-def test_a_users_timeline_is_found_from_the_landing_page(admin_browser, intercom_sandbox):
+def test_a_users_timeline_is_found_from_the_landing_page(
+    admin_browser, intercom_sandbox, celery_worker_process
+):
+    # given: a sync that sends orders only, and a real worker delivering
     sync = sync_into(intercom_sandbox, name="app-to-intercom", sources=[SourceFactory()])
-    ingest(sync, [identify("u-42", name="Ada"), track("u-42", "Signed Up")])
-    ingest(sync, [track("someone-else", "Signed Up")])
-    for lane in sync.lanes.all():
-        lane_drain(lane_id=lane.pk)
+    EventFilter.objects.create(sync=sync, action=EventFilter.Action.INCLUDE, event_name="Order *")
+    celery_worker_process.start(1)
+    ingest(sync, [track("u-42", "Order Completed"), track("u-42", "Page Scrolled")])
+    ingest(sync, [track("someone-else", "Order Completed")])
+    wait_settled(sync, celery_worker_process)
     page = admin_browser.page
     admin_browser.goto("/admin/")
 
-    page.get_by_placeholder("User id or email").fill("u-42@example.com")
+    page.get_by_placeholder("User id or email").fill("u-42")
     admin_browser.follow(page.get_by_role("button", name="Find"))
 
-    page.wait_for_url(re.compile(r"/timeline/\?q=u-42%40example.com"))
-    rows = page.locator("#sb-timeline tbody tr")
-    text = admin_browser.text()
-    assert "2 events, oldest first" in text
-    assert "Succeeded after" in text
+    # then: one card per call, newest first; the kept-out one says why
+    page.wait_for_url(re.compile(r"/timeline/\?q=u-42"))
+    cards = page.locator("#sb-timeline article")
+    assert cards.count() == 2
+    assert "Not sent to app-to-intercom: matches no include filter" in cards.nth(0).inner_text()
+    order = cards.nth(1)
+    assert "Succeeded" in order.inner_text()
+    # the contact did not exist: one try, its path named, nothing shown as a failure
+    assert order.locator(".sb-try").count() == 1
+    path = order.locator(".sb-try-path").inner_text()
+    assert path.startswith("contact did not exist → ")
+    assert path.endswith("→ contact created → event resent")
+    assert order.locator(".sb-try .sb-status-failed").count() == 0
+    # bodies are collapsed until asked for
+    request_body = order.locator(".sb-exchange-line pre").first
+    assert not request_body.is_visible()
+    order.locator(".sb-exchange-line summary").first.click()
+    assert '"event_name": "Order Completed"' in request_body.inner_text()
     assert "someone-else" not in page.locator("#sb-timeline").inner_text()
-    assert rows.count() >= 4  # two calls, their attempts, their outcomes
+
+    # filter: only what was kept out
+    page.get_by_label("Outcome").select_option(label="Kept out")
+    admin_browser.follow(page.get_by_role("button", name="Show timeline"))
+    assert page.locator("#sb-timeline article").count() == 1
+    assert "Page Scrolled" in page.locator("#sb-timeline").inner_text()
+
+    # the start page offers the latest users
+    admin_browser.goto("/admin/streaming/delivery/timeline/")
+    admin_browser.follow(page.locator("#sb-recent-users").get_by_role("link", name="u-42"))
+    assert page.locator("#sb-timeline article").count() == 2
 
 
-def test_a_failed_delivery_is_replayed_from_the_list(admin_browser, intercom_sandbox):
+def test_intercom_now_compares_the_contact_with_what_was_sent(
+    admin_browser, intercom_sandbox, celery_worker_process
+):
+    sync = sync_into(intercom_sandbox, name="app-to-intercom", sources=[SourceFactory()])
+    celery_worker_process.start(1)
+    ingest(sync, [identify("u-7", name="Ada")])
+    wait_settled(sync, celery_worker_process)
+    page = admin_browser.page
+    admin_browser.goto("/admin/streaming/delivery/timeline/?q=u-7")
+
+    admin_browser.follow(page.get_by_role("link", name="Intercom now"))
+    admin_browser.follow(page.get_by_role("button", name="Ask Intercom now"))
+
+    answer = page.locator("#sb-intercom-now")
+    assert "200" in answer.inner_text() and "GET" in answer.inner_text()
+    row = answer.locator("tr", has_text="email")
+    assert "u-7@example.com" in row.inner_text()
+    assert answer.locator("td.sb-differs").count() == 0  # Intercom holds what we sent
+    assert admin_browser.page_width() <= 1280
+
+
+def test_a_failed_delivery_is_replayed_from_the_list(
+    admin_browser, intercom_sandbox, celery_worker_process
+):
     sync = sync_into(intercom_sandbox, name="app-to-intercom", sources=[SourceFactory()])
     intercom_sandbox.configure(force_status=400, force_count=1, force_path="/events")
+    celery_worker_process.start(1)
     (failed,) = ingest(sync, [track("ada", "Paid")])
-    lane_drain(lane_id=failed.lane_id)
+    wait_settled(sync, celery_worker_process)
     failed.refresh_from_db()
     assert failed.status == "failed"
     page = admin_browser.page
@@ -221,15 +272,13 @@ def test_a_failed_delivery_is_replayed_from_the_list(admin_browser, intercom_san
     admin_browser.follow(page.get_by_role("button", name="Run"))
 
     assert "1 delivery replayed: it will be sent again" in admin_browser.text()
-    failed.refresh_from_db()
-    assert failed.status == "pending"
-
-    # what a worker does with the wake-up; the delivery's page then tells the whole story
-    lane_drain(lane_id=failed.lane_id)
+    # the real worker sends it again; the delivery's page then tells the whole story by try
+    wait_settled(sync, celery_worker_process)
     admin_browser.goto(f"/admin/streaming/delivery/{failed.pk}/change/")
     text = admin_browser.text()
     assert "Succeeded" in text
-    assert "400 Permanent error" in text and "202 Success" in text
+    assert "Try 1" in text and "refused by Intercom" in text
+    assert "Try 2 (after a replay) succeeded" in text and "event resent" in text
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text)  # to the second, with the zone
     assert Delivery.objects.get(pk=failed.pk).completed_at <= timezone.now()
 
@@ -240,6 +289,8 @@ PAGES = [
     "/admin/streaming/delivery/{delivery}/change/",
     "/admin/streaming/delivery/timeline/?q=ada",
     "/admin/streaming/delivery/timeline/",
+    "/admin/streaming/delivery/timeline/?q=ada&outcome=succeeded",
+    "/admin/streaming/delivery/timeline/intercom-now/?delivery={delivery}",
     "/admin/streaming/delivery/health/",
     "/admin/streaming/delivery/test-event/",
     "/admin/streaming/event/",

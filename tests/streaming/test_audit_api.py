@@ -164,3 +164,27 @@ def test_no_secret_in_the_answer(client, sync, reader_token):
     response = client.get(url("ada"), HTTP_AUTHORIZATION=f"Token {reader_token}")
     assert SECRET_TOKEN not in response.content.decode()
     assert "access_token" not in response.content.decode()
+
+
+def test_calls_a_sync_kept_out_are_listed_with_why(client, sync, reader_token):
+    # given: a sync that sends only orders, and Ada's call that is not one (through real ingest)
+    from integrations.models import EventFilter
+    from tests.streaming.delivery_setup import ingest, track
+
+    EventFilter.objects.create(sync=sync, action=EventFilter.Action.INCLUDE, event_name="Order *")
+    ingest(sync, [track("ada", "Order Completed"), track("ada", "Page Scrolled")])
+
+    body = client.get(url("ada"), HTTP_AUTHORIZATION=f"Token {reader_token}").json()
+
+    assert [d["event"]["name"] for d in body["results"]] == ["Order Completed"]
+    (kept,) = body["kept_out"]
+    assert kept["reason"] == "matches no include filter"
+    assert kept["event"]["name"] == "Page Scrolled"
+    assert kept["sync"] == {
+        "id": sync.pk,
+        "name": "app-to-intercom",
+        "destination": "Main workspace",
+    }
+    assert (
+        client.get(url("bob"), HTTP_AUTHORIZATION=f"Token {reader_token}").json()["kept_out"] == []
+    )

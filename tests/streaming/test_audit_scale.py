@@ -13,7 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from streaming.audit.admin import DeliveryAdmin, LargeTablePaginator
-from streaming.audit.selectors import events_by_email, user_timeline
+from streaming.audit.selectors import events_by_email
+from streaming.audit.timeline import user_timeline
 from streaming.models import Delivery
 from tests.streaming.audit_rows import delivery_make, event_make
 
