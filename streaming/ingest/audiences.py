@@ -238,9 +238,9 @@ class AudienceMembersView(APIView):
         parameters=[
             OpenApiParameter(
                 "name",
-                OpenApiTypes.STR,
+                {"type": "string", "pattern": "^[^\\n]+$"},
                 OpenApiParameter.PATH,
-                description="The audience, which is the tag's name in Intercom.",
+                description="The audience, which is the tag's name in Intercom (no line breaks).",
             ),
             OpenApiParameter(
                 "Idempotency-Key",
@@ -254,6 +254,9 @@ class AudienceMembersView(APIView):
             400: OpenApiResponse(OpenApiTypes.OBJECT, description="What is wrong, per field."),
             401: OpenApiResponse(OpenApiTypes.OBJECT, description="No or wrong credentials."),
             403: OpenApiResponse(OpenApiTypes.OBJECT, description="The permission is missing."),
+            (404, "text/html"): OpenApiResponse(
+                OpenApiTypes.STR, description="A name with a line break (no route)."
+            ),
         },
     )
     def post(self, request: Request, name: str) -> Response:
