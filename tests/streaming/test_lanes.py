@@ -182,6 +182,8 @@ def test_an_emptied_lane_has_no_due_time(intercom_sandbox):
 def test_a_wake_up_of_single_delivery_lanes_costs_two_statements_a_lane_and_three_in_all(
     intercom_sandbox,
 ):
+    if connection.vendor != "postgresql":
+        pytest.skip("one claim for many lanes is PostgreSQL's (elsewhere a statement per lane)")
     # given ten users who exist in Intercom, and a track of each, one wake-up naming their lanes
     sync = sync_into(intercom_sandbox)
     users = [f"user-{i}" for i in range(10)]
