@@ -261,3 +261,26 @@ def test_a_lane_taken_over_while_it_waited_for_its_turn_is_left_to_its_new_holde
     # then the second lane is not sent by this worker, and its new holder keeps it
     assert statuses([first, second]) == ["succeeded", "pending"]
     assert Lane.objects.get(pk=second.lane_id).lease_token == "another-worker"
+
+
+def test_lanes_the_broker_refused_to_wake_are_swept_again_at_the_next_pass(
+    intercom_sandbox, settings, monkeypatch
+):
+    settings.SWITCHBOARD_SWEEP_SECONDS = 5
+    sync = sync_into(intercom_sandbox)
+    (retrying,) = ingest(sync, [identify("retrying")])
+    Lane.objects.filter(pk=retrying.lane_id).update(
+        next_attempt_at=timezone.now() - timedelta(minutes=1)
+    )
+    # given the broker refuses the sweeper's wake-ups
+    monkeypatch.setattr("streaming.delivery.sweep.lanes_wake", lambda ids: [])
+    assert lanes_sweep() == []
+    # then the lane is still due, and the next pass (the broker back) wakes it
+    assert Lane.objects.get(pk=retrying.lane_id).next_attempt_at <= timezone.now()
+    woken: list[list[int]] = []
+    monkeypatch.setattr(
+        "streaming.delivery.sweep.lanes_wake", lambda ids: woken.append(list(ids)) or list(ids)
+    )
+    settings.SWITCHBOARD_SWEEP_SECONDS = 0
+    assert lanes_sweep() == [retrying.lane_id]
+    assert Lane.objects.get(pk=retrying.lane_id).next_attempt_at > timezone.now()
