@@ -69,6 +69,26 @@ def calls_in_window(
     return len(inside) / seconds, last_seq, entries
 
 
+def database_transactions(database_url: str) -> int:
+    """Transactions the benchmark database has committed or rolled back so far.
+
+    The workers run in autocommit, so each of their statements is one transaction: the change
+    over a run, divided by the calls delivered, is the statements a call costs (measured from
+    outside, with every process's share; pg_stat_statements would need a restart of the
+    shared server to load).
+    """
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # Backends report their counters when they go idle or end; force a fresh snapshot.
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0])
+
+
 def bare_loop(
     url: str, users: list[str], *, processes: int, concurrency: int, seconds: float
 ) -> float:
@@ -194,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             events_ingest(source=source, calls=calls, received_at=now)
         # when: the workers start
         attempts_before = DeliveryAttempt.objects.count()
+        transactions_before = database_transactions(stack.database_url)
         workers = stack.workers_start(
             args.workers,
             pool=None if args.worker_defaults else args.pool,
@@ -215,8 +236,15 @@ def main(argv: list[str] | None = None) -> None:
             profile = profile_summary(sorted(stack.logs.glob("b3-profile-*.txt")))
         rate, new_seq, entries = calls_in_window(sandbox, seq, warmup=warmup, seconds=seconds)
         attempts = DeliveryAttempt.objects.count() - attempts_before
+        time.sleep(1.0)  # the stopped workers' statistics reach the collector
+        transactions = database_transactions(stack.database_url) - transactions_before
         ours.append(
-            {"calls_per_s": round(rate, 1), "calls": len(entries), "attempts_logged": attempts}
+            {
+                "calls_per_s": round(rate, 1),
+                "calls": len(entries),
+                "attempts_logged": attempts,
+                "statements_per_call": round(transactions / attempts, 2) if attempts else None,
+            }
         )
         seq = new_seq
         from streaming.models import Delivery
@@ -289,6 +317,9 @@ def main(argv: list[str] | None = None) -> None:
         if naive_rate and bare_rate
         else None,
         "every_attempt_logged": all(r["attempts_logged"] >= r["calls"] for r in ours),
+        "statements_per_call": median(
+            [r["statements_per_call"] for r in ours if r["statements_per_call"] is not None] or [0]
+        ),
         "target": ">= 400 calls/s and >= 0.5 of the bare loop",
         "met": ours_rate >= 400 and (ratio or 0) >= 0.5,
         "switchboard_repeats": ours,
@@ -307,6 +338,11 @@ def main(argv: list[str] | None = None) -> None:
             ],
             ["bare requests.Session loop", bare_rate, 1.0],
         ],
+    )
+    print(
+        "database statements per delivered call (workers' transactions / attempts): "
+        f"{figures['statements_per_call']}",
+        flush=True,
     )
     if profile:
         profile_print("B3 workers", profile)

@@ -120,6 +120,8 @@ def _measured(name: str, document: dict[str, Any]) -> tuple[str, str]:
             f"{f['calls_per_s']:.0f} calls/s; bare loop {f['bare_loop_calls_per_s']:.0f}/s; "
             f"ratio {f['ratio_to_bare']}; naive {f['naive_calls_per_s'] or '-'}"
         )
+        if f.get("statements_per_call"):
+            measured += f"; {f['statements_per_call']} statements/call"
     elif name == "b4_end_to_end":
         measured = f"p50 {f['p50_s']} s, p95 {f['p95_s']} s, p99 {f['p99_s']} s"
     elif name == "b5_rate_limit":

@@ -1,6 +1,8 @@
 """Reads of the control plane, as plain data for the pure mapping and the ingest hot path.
 
-``sync_config_build`` turns a Sync row into the ``SyncConfig`` the transforms read.
+``sync_config_build`` turns a Sync row into the ``SyncConfig`` the transforms read;
+``sync_for_delivery`` keeps that and the sync's row, with its destination, in each process for
+the delivery workers, reloaded with the routes (the same version number, the same max age).
 ``routes_for_source`` answers, for every ingested call, "which enabled syncs take calls from this
 source, with which settings and filters": it is cached in each process and reloaded (one query set
 with prefetches) when a version number kept in Django's cache changes. The receivers connected in
@@ -108,14 +110,37 @@ def filter_rules_build(*, sync: Sync) -> tuple[FilterRule, ...]:
     )
 
 
+@dataclass(frozen=True)
+class SyncForDelivery:
+    """What a delivery worker reads about a sync: its row (with the destination) and mapping.
+
+    One instance is shared by the threads of a process.
+    """
+
+    sync: Sync
+    config: SyncConfig
+
+
 class _RoutesCache:
-    """This process's copy of the routes, per source, valid for one version of the config."""
+    """This process's copy of the routes per source, and of the syncs per id for the delivery
+    workers, valid for one version of the configuration."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.version: Any = None
         self.loaded_at = 0.0
         self.by_source: dict[int, tuple[SyncRoute, ...]] = {}
+        self.syncs: dict[int, SyncForDelivery] = {}
+
+    def keep_if_current(self, version: Any) -> None:
+        """Forget everything unless it was loaded for ``version`` and is young enough (call
+        with ``lock`` held)."""
+        now = time.monotonic()
+        if version != self.version or now - self.loaded_at > ROUTES_MAX_AGE_SECONDS:
+            self.version = version
+            self.loaded_at = now
+            self.by_source = {}
+            self.syncs = {}
 
 
 _routes_cache = _RoutesCache()
@@ -157,15 +182,8 @@ def _routes_load(source_id: int) -> tuple[SyncRoute, ...]:
 def routes_for_source(*, source_id: int) -> list[SyncRoute]:
     """The enabled syncs that take ``source_id``'s calls (one cache read when nothing changed)."""
     version = _routes_version()
-    now = time.monotonic()
     with _routes_cache.lock:
-        if (
-            version != _routes_cache.version
-            or now - _routes_cache.loaded_at > ROUTES_MAX_AGE_SECONDS
-        ):
-            _routes_cache.version = version
-            _routes_cache.loaded_at = now
-            _routes_cache.by_source = {}
+        _routes_cache.keep_if_current(version)
         routes = _routes_cache.by_source.get(source_id)
     if routes is None:
         # Loaded outside the lock: a slow query must not stall other sources' ingest.
@@ -176,11 +194,41 @@ def routes_for_source(*, source_id: int) -> list[SyncRoute]:
     return list(routes)
 
 
+def sync_for_delivery(*, sync_id: int) -> SyncForDelivery | None:
+    """The sync ``sync_id`` as the delivery workers read it; None once it was deleted.
+
+    Cached with the routes: a worker read the sync, its destination and its mappings for every
+    lane it drained (two of the eight statements a single-delivery lane cost), although they
+    only change when the routes' version does. Whether the sync is paused or its destination
+    held after a 401 is not read from here: the lane's claim checks both in the database.
+    """
+    version = _routes_version()
+    with _routes_cache.lock:
+        _routes_cache.keep_if_current(version)
+        loaded = _routes_cache.syncs.get(sync_id)
+    if loaded is None:
+        sync = (
+            Sync.objects.select_related("destination")
+            .prefetch_related("mappings")
+            .filter(pk=sync_id)
+            .first()
+        )
+        if sync is None:
+            return None
+        loaded = SyncForDelivery(sync=sync, config=sync_config_build(sync=sync))
+        with _routes_cache.lock:
+            if _routes_cache.version == version:
+                _routes_cache.syncs[sync_id] = loaded
+    return loaded
+
+
 def routes_cache_clear() -> None:
-    """Forget this process's routes (tests whose database rolls back without signals)."""
+    """Forget this process's routes and syncs (tests whose database rolls back without
+    signals)."""
     with _routes_cache.lock:
         _routes_cache.version = None
         _routes_cache.by_source = {}
+        _routes_cache.syncs = {}
 
 
 def routes_version_bump() -> None:

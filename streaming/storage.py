@@ -38,8 +38,9 @@ from typing import Any
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.backends.utils import CursorWrapper
-from django.db.models import Field, Model
+from django.db.models import Exists, Field, Model, Q, Subquery
 
+from integrations.models import Destination, Sync
 from streaming.models import Delivery, DeliveryAttempt, Event, Lane
 
 # --- the cursor ---------------------------------------------------------------------------
@@ -252,6 +253,180 @@ def delivery_state_write(
         *others,
     )
     return bool(moved)
+
+
+# --- lanes: the claim, the heads and the release -------------------------------------------
+
+
+@functools.cache
+def _row_reader(model: type[Model]) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    """(attnames, converters per column) to build ``model`` instances from its columns read by
+    hand, converted exactly as a queryset converts them (a JSON column is text until then)."""
+    connection = connections["default"]
+    fields = model._meta.concrete_fields
+    converters = tuple(
+        (
+            *connection.ops.get_db_converters(field.cached_col),
+            *field.get_db_converters(connection),
+        )
+        for field in fields
+    )
+    return tuple(field.attname for field in fields), converters
+
+
+def _instance(model: type[Model], values: Sequence[Any]) -> Model:
+    connection = connections["default"]
+    names, converters = _row_reader(model)
+    converted = []
+    for value, column_converters in zip(values, converters, strict=True):
+        for converter in column_converters:
+            value = converter(value, None, connection)
+        converted.append(value)
+    return model.from_db("default", names, converted)
+
+
+def _columns(model: type[Model], alias: str) -> str:
+    return ", ".join(f"{alias}.{_quote(f.column)}" for f in model._meta.concrete_fields)
+
+
+@functools.cache
+def _lanes_claim_sql() -> str:
+    """One statement that leases the given lanes that are free, whose sync is enabled and
+    whose destination is not held, and whose head delivery is due; and returns the first
+    pending deliveries of each lane it leased, with their events.
+
+    ``SKIP LOCKED``: a lane whose row another transaction is writing (an ingest adding to it, a
+    worker releasing it) is left alone rather than waited for, so that a claim never waits in
+    a lock cycle with an ingest that locks the same lanes in another order; that other
+    transaction's own wake-up (or its worker's claim after the release) takes the lane.
+    """
+    q = _quote
+    lane, delivery, event = (q(m._meta.db_table) for m in (Lane, Delivery, Event))
+    sync, destination = q(Sync._meta.db_table), q(Destination._meta.db_table)
+    return (
+        "WITH candidates AS MATERIALIZED ("
+        f" SELECT lane.{q('id')} FROM {lane} lane"
+        f" WHERE lane.{q('id')} = ANY(%s::bigint[])"
+        f" AND (lane.{q('leased_until')} IS NULL OR lane.{q('leased_until')} < %s)"
+        f" AND EXISTS (SELECT 1 FROM {sync} s JOIN {destination} d"
+        f" ON d.{q('id')} = s.{q('destination_id')}"
+        f" WHERE s.{q('id')} = lane.{q('sync_id')} AND s.{q('status')} = %s"
+        f" AND d.{q('auth_failed_at')} IS NULL)"
+        f" AND EXISTS (SELECT 1 FROM (SELECT head.{q('next_attempt_at')} FROM {delivery} head"
+        f" WHERE head.{q('lane_id')} = lane.{q('id')} AND head.{q('status')} = %s"
+        f" ORDER BY head.{q('id')} LIMIT 1) h"
+        f" WHERE h.{q('next_attempt_at')} IS NULL OR h.{q('next_attempt_at')} <= %s)"
+        " FOR UPDATE OF lane SKIP LOCKED),"
+        f" claimed AS (UPDATE {lane} SET {q('leased_until')} = %s, {q('lease_token')} = %s"
+        f" FROM candidates WHERE {lane}.{q('id')} = candidates.{q('id')}"
+        f" RETURNING {lane}.{q('id')})"
+        f" SELECT {_columns(Delivery, 'd')}, {_columns(Event, 'e')} FROM claimed c"
+        f" CROSS JOIN LATERAL (SELECT * FROM {delivery} pending"
+        f" WHERE pending.{q('lane_id')} = c.{q('id')} AND pending.{q('status')} = %s"
+        f" ORDER BY pending.{q('id')} LIMIT %s) d"
+        f" JOIN {event} e ON e.{q('id')} = d.{q('event_id')}"
+        f" ORDER BY d.{q('lane_id')}, d.{q('id')}"
+    )
+
+
+def lanes_claim(
+    *, lane_ids: Sequence[int], token: str, leased_until: datetime, now: datetime, heads: int
+) -> dict[int, list[Delivery]]:
+    """Lease, with ``token`` until ``leased_until``, those of ``lane_ids`` that nobody holds,
+    whose sync is enabled and destination not held after a 401, and whose head is due.
+
+    Returns {lane id: its first ``heads`` pending deliveries, in order, each with its event} of
+    the lanes leased. PostgreSQL: one statement, whatever the number of lanes (a wake-up names
+    up to ten). Elsewhere a statement per lane, as the claim was before.
+    """
+    enabled, pending = Sync.Status.ENABLED, Delivery.Status.PENDING
+    connection = connections["default"]
+    if not lane_ids:
+        return {}
+    if connection.vendor != "postgresql":
+        return _lanes_claim_one_by_one(lane_ids, token, leased_until, now, heads)
+    params = [list(lane_ids), now, enabled, pending, now, leased_until, token, pending, heads]
+    split = len(Delivery._meta.concrete_fields)
+    claimed: dict[int, list[Delivery]] = {}
+    with cursor() as statement:
+        statement.execute(_lanes_claim_sql(), params)
+        rows = statement.fetchall()
+    for row in rows:
+        delivery = _instance(Delivery, row[:split])
+        delivery.event = _instance(Event, row[split:])
+        claimed.setdefault(delivery.lane_id, []).append(delivery)
+    return claimed
+
+
+def _lanes_claim_one_by_one(
+    lane_ids: Sequence[int], token: str, leased_until: datetime, now: datetime, heads: int
+) -> dict[int, list[Delivery]]:
+    claimed: dict[int, list[Delivery]] = {}
+    for lane_id in sorted(lane_ids):
+        pending = Delivery.objects.filter(lane_id=lane_id, status=Delivery.Status.PENDING)
+        head_due = Delivery.objects.filter(
+            pk=Subquery(pending.order_by("id").values("id")[:1])
+        ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        leased = (
+            Lane.objects.filter(pk=lane_id)
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .filter(
+                Exists(head_due),
+                sync__status=Sync.Status.ENABLED,
+                sync__destination__auth_failed_at__isnull=True,
+            )
+            .update(leased_until=leased_until, lease_token=token)
+        )
+        if leased:
+            claimed[lane_id] = list(pending.select_related("event").order_by("id")[:heads])
+    return claimed
+
+
+# Leave a lane's due time as it is on release (its head's state change already wrote it).
+LANE_DUE_UNCHANGED = _UNCHANGED
+
+
+def lanes_release(*, token: str, due: Mapping[int, datetime | None | object]) -> None:
+    """End the lease ``token`` on the lanes of ``due``, writing each lane's next due time
+    (None: empty; ``LANE_DUE_UNCHANGED``: keep it) in the same statement.
+
+    PostgreSQL: one statement. Its lanes are locked in (sync, user) order, the order ingest
+    locks the lanes it adds to, so that a release and an ingest never wait for each other in
+    a cycle.
+    """
+    if not due:
+        return
+    connection = connections["default"]
+    lane_ids = sorted(due)
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            for lane_id in lane_ids:
+                kept = {} if due[lane_id] is _UNCHANGED else {"next_attempt_at": due[lane_id]}
+                Lane.objects.filter(pk=lane_id, lease_token=token).update(
+                    leased_until=None, lease_token="", **kept
+                )
+        return
+    keep = [due[lane_id] is _UNCHANGED for lane_id in lane_ids]
+    times = [None if due[lane_id] is _UNCHANGED else due[lane_id] for lane_id in lane_ids]
+    with cursor() as statement:
+        statement.execute(_lanes_release_sql(), [lane_ids, token, lane_ids, keep, times])
+
+
+@functools.cache
+def _lanes_release_sql() -> str:
+    q = _quote
+    lane = q(Lane._meta.db_table)
+    due = q("next_attempt_at")
+    return (
+        f"WITH held AS MATERIALIZED (SELECT lane.{q('id')} FROM {lane} lane"
+        f" WHERE lane.{q('id')} = ANY(%s::bigint[]) AND lane.{q('lease_token')} = %s"
+        f" ORDER BY lane.{q('sync_id')}, lane.{q('user_key')} FOR UPDATE)"
+        f" UPDATE {lane} SET {q('leased_until')} = NULL, {q('lease_token')} = '',"
+        f" {due} = CASE WHEN ends.keep THEN {lane}.{due} ELSE ends.due END"
+        " FROM held JOIN unnest(%s::bigint[], %s::boolean[], %s::timestamptz[])"
+        f" AS ends(id, keep, due) ON ends.id = held.{q('id')}"
+        f" WHERE {lane}.{q('id')} = held.{q('id')}"
+    )
 
 
 # --- ingest -------------------------------------------------------------------------------

@@ -1,14 +1,21 @@
-"""Lanes: drain one (sync, user)'s deliveries into Intercom, in order, one worker at a time.
+"""Lanes: drain (sync, user) deliveries into Intercom, each lane in order, one worker at a time.
 
-A lane is the ordered stream of one (sync, user)'s deliveries. ``lane_drain`` claims the lane
-with a lease (one conditional UPDATE, so it works the same on PostgreSQL and SQLite and holds no
-transaction open during HTTP; it only succeeds when the lane's head is due, so a wake-up for a
-lane that is empty or held costs that one query), then hands the head delivery to the
-``DeliverySender``, which calls Intercom's one door (``integrations.intercom.deliver``) and
-moves the delivery to its next state (``states``), and takes the next one, renewing the lease
-as it goes. Only one worker holds a lane at a time, which is what keeps a user's calls in
-ingest order with any number of workers (invariant 3); a worker that dies simply stops
-renewing, and the sweeper wakes the lane again once the lease has lapsed.
+A lane is the ordered stream of one (sync, user)'s deliveries. A wake-up names up to ten lanes;
+``lanes_drain`` claims those that are due with one statement (``storage.lanes_claim``: a lease
+on each lane that nobody holds, whose sync is enabled, whose destination is not held and whose
+head delivery is due, returning the first pending deliveries of each), hands each lane's
+deliveries in turn to the ``DeliverySender``, which calls Intercom's one door
+(``integrations.intercom.deliver``) and moves each delivery to its next state (``states``), and
+releases the lanes with one statement. A lane with a single delivery therefore costs its share
+of three statements (claim, release, the claim that finds it empty) besides its attempt and its
+state change, instead of eight when each lane was claimed, read and released on its own
+(docs/benchmarks.md, B7).
+
+Only one worker holds a lane at a time, which is what keeps a user's calls in ingest order with
+any number of workers (invariant 3); no transaction stays open during HTTP, and the lease is
+renewed as the work goes on (also for the lanes of a wake-up still waiting for their turn). A
+worker that dies simply stops renewing, and the sweeper wakes the lane again once the lease has
+lapsed.
 """
 
 from __future__ import annotations
@@ -16,12 +23,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db.models import Exists, Q, Subquery
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from integrations.intercom import (
@@ -32,8 +40,7 @@ from integrations.intercom import (
     client_for,
     deliver,
 )
-from integrations.models import Sync
-from integrations.selectors import sync_config_build
+from integrations.selectors import SyncForDelivery, sync_for_delivery
 from streaming.delivery.attempts import AttemptRecorder
 from streaming.delivery.destination_store import DestinationStore
 from streaming.delivery.ratelimit import rate_limiter_get
@@ -46,14 +53,22 @@ from streaming.delivery.states import (
     destination_health_record,
 )
 from streaming.models import Delivery, Lane
+from streaming.storage import LANE_DUE_UNCHANGED, lanes_claim, lanes_release
 
 logger = logging.getLogger(__name__)
 
 PENDING = Delivery.Status.PENDING
+# Pending deliveries read at once per lane, by the claim and after it: the lease makes this
+# worker the only one moving them, so they stay valid; it saves a query per delivery on long
+# lanes.
 HEAD_BATCH = 20
 
 
 # --- the lease ----------------------------------------------------------------------------
+
+
+def _lease_duration() -> timedelta:
+    return timedelta(seconds=settings.SWITCHBOARD_LEASE_SECONDS)
 
 
 @dataclass
@@ -66,26 +81,13 @@ class LaneLease:
 
     @staticmethod
     def duration() -> timedelta:
-        return timedelta(seconds=settings.SWITCHBOARD_LEASE_SECONDS)
+        return _lease_duration()
 
     @classmethod
     def claim(cls, *, lane_id: int) -> LaneLease | None:
-        """Take the lane if nobody holds it and its head is due; None otherwise."""
-        token = uuid.uuid4().hex
-        now = timezone.now()
-        head = (
-            Delivery.objects.filter(lane_id=lane_id, status=PENDING).order_by("id").values("id")[:1]
-        )
-        head_due = Delivery.objects.filter(pk=Subquery(head)).filter(
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-        )
-        claimed = (
-            Lane.objects.filter(pk=lane_id)
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .filter(Exists(head_due))
-            .update(leased_until=now + cls.duration(), lease_token=token)
-        )
-        return cls(lane_id, token, time.monotonic()) if claimed else None
+        """Take the lane if nobody holds it, its sync may send and its head is due."""
+        claim = LaneClaim.take(lane_ids=[lane_id])
+        return claim.lease(lane_id) if lane_id in claim.heads else None
 
     def renew(self) -> bool:
         """Extend the lease; False when it was lost (it lapsed and another worker took it)."""
@@ -108,34 +110,117 @@ class LaneLease:
         )
 
 
+@dataclass
+class LaneClaim:
+    """The lanes of a wake-up that one worker leased together (one token), with their heads."""
+
+    token: str
+    heads: dict[int, list[Delivery]]
+    claimed_at: float
+
+    @classmethod
+    def take(cls, *, lane_ids: Sequence[int]) -> LaneClaim:
+        """Lease those of ``lane_ids`` that can be drained now, in one statement."""
+        token = uuid.uuid4().hex
+        now = timezone.now()
+        heads = lanes_claim(
+            lane_ids=lane_ids,
+            token=token,
+            leased_until=now + _lease_duration(),
+            now=now,
+            heads=HEAD_BATCH,
+        )
+        return cls(token=token, heads=heads, claimed_at=time.monotonic())
+
+    def lease(self, lane_id: int) -> LaneLease:
+        return LaneLease(lane_id, self.token, self.claimed_at)
+
+    def release(self, ends: dict[int, LaneEnd]) -> None:
+        """Give every lane up in one statement, each with the due time its end calls for."""
+        lanes_release(
+            token=self.token,
+            due={
+                lane_id: LANE_DUE_UNCHANGED if kind == "stopped" else due
+                for lane_id, (kind, due) in ends.items()
+            },
+        )
+
+
 # --- draining -----------------------------------------------------------------------------
+
+# How a lane's drain ended, and the lane's next due time to record with the release:
+# "empty" (none), "waiting" for its head's next try, or "stopped" (the sync is held, the lease
+# was lost, or the head's state change already recorded the lane's due time).
+LaneEnd = tuple[Literal["empty", "waiting", "stopped"], datetime | None]
+STOPPED: LaneEnd = ("stopped", None)
+
+
+def lanes_drain(*, lane_ids: Sequence[int]) -> None:
+    """Send the due deliveries of these lanes, each lane in order, until each is empty or must
+    wait. A lane that fails is logged and left to the sweeper; the others go on."""
+    wanted = list(lane_ids)
+    senders: dict[int, DeliverySender | None] = {}
+    while wanted:
+        claim = LaneClaim.take(lane_ids=wanted)
+        # Lanes another worker holds are left to it (it claims again after releasing them);
+        # lanes whose head is not due wait for the sweeper.
+        ends: dict[int, LaneEnd] = {lane_id: STOPPED for lane_id in claim.heads}
+        try:
+            for lane_id, heads in claim.heads.items():
+                ends[lane_id] = _lane_drain_logged(claim.lease(lane_id), heads, senders)
+        finally:
+            claim.release(ends)
+        # A wake-up that arrived while we held a lane was dropped by the worker that got it:
+        # claim once more the lanes we emptied, so a delivery queued meanwhile is not left
+        # waiting (the claim finds nothing when there is none).
+        wanted = [lane_id for lane_id, (kind, _) in ends.items() if kind == "empty"]
 
 
 def lane_drain(*, lane_id: int) -> None:
     """Send the due deliveries of one lane, in order, until it is empty or must wait."""
+    lanes_drain(lane_ids=[lane_id])
+
+
+def _lane_drain_logged(
+    lease: LaneLease, heads: list[Delivery], senders: dict[int, DeliverySender | None]
+) -> LaneEnd:
+    try:
+        sync_id = heads[0].sync_id
+        if sync_id not in senders:
+            loaded = sync_for_delivery(sync_id=sync_id)
+            senders[sync_id] = DeliverySender(loaded) if loaded is not None else None
+        sender = senders[sync_id]
+        if sender is None or sender.held:
+            # Deleted meanwhile, or a 401 on an earlier lane held its destination.
+            return STOPPED
+        return _lane_work(lease, heads, sender)
+    except Exception:
+        # One lane's failure must not hold back the others of the wake-up. The lane is released
+        # with its due time unchanged, so the sweeper wakes it again.
+        logger.exception("lane %s not drained; left to the sweeper", lease.lane_id)
+        # A connection the error broke is replaced for the next lane (never inside a caller's
+        # transaction: an eager run in tests).
+        if not transaction.get_connection().in_atomic_block:
+            close_old_connections()
+        return STOPPED
+
+
+def _lane_work(lease: LaneLease, batch: list[Delivery], sender: DeliverySender) -> LaneEnd:
     while True:
-        lease = LaneLease.claim(lane_id=lane_id)
-        if lease is None:
-            # Another worker holds the lane (it looks again after releasing it), or its head is
-            # not due (empty, or waiting for a retry the sweeper will wake).
-            return
-        end: LaneEnd = ("stopped", None)
-        try:
-            end = _lane_work(lease)
-        finally:
-            if end[0] == "stopped":
-                lease.release()
-            else:
-                lease.release(next_attempt_at=end[1])
-        # A wake-up that arrived while we held the lease was dropped by the worker that got it:
-        # claim once more after emptying the lane, so a delivery queued meanwhile is not left
-        # waiting (the claim fails at once when there is none).
-        if end[0] != "empty":
-            return
-
-
-def _sync_held(sync: Sync) -> bool:
-    return not sync.is_enabled or sync.destination.auth_failed_at is not None
+        for head in batch:
+            if head.next_attempt_at is not None and head.next_attempt_at > timezone.now():
+                return ("waiting", head.next_attempt_at)
+            # Before each send: the lanes of a wake-up wait their turn under one lease.
+            if not lease.renew_if_due() or sender.send(head, lease=lease) == "stop":
+                return STOPPED
+        if len(batch) < HEAD_BATCH:
+            # That was the whole lane; what arrived meanwhile is found by the next claim.
+            return ("empty", None)
+        if not lease.renew_if_due():
+            return STOPPED
+        batch = _heads(lease.lane_id)
+        if not batch:
+            return ("empty", None)
 
 
 def _heads(lane_id: int) -> list[Delivery]:
@@ -146,57 +231,26 @@ def _heads(lane_id: int) -> list[Delivery]:
     )
 
 
-# How a lane's drain ended, and the lane's next due time to record with the release:
-# "empty" (none), "waiting" for its head's next try, or "stopped" (the sync is held, the lease
-# was lost, or the head's state change already recorded the lane's due time).
-LaneEnd = tuple[Literal["empty", "waiting", "stopped"], datetime | None]
-
-
-def _lane_work(lease: LaneLease) -> LaneEnd:
-    lane = Lane.objects.select_related("sync__destination").get(pk=lease.lane_id)
-    sync = lane.sync
-    if _sync_held(sync):
-        # Paused, or the token was refused: nothing is tried and no try is used up. The sweeper
-        # skips held lanes; resuming the sync or saving a new token brings them back.
-        return ("stopped", None)
-    sender = DeliverySender(sync=sync, lease=lease)
-    while lease.renew_if_due():
-        # The lease makes this worker the only one moving the lane's deliveries, so a batch of
-        # heads read at once stays valid; it saves a query per delivery on long lanes.
-        batch = _heads(lease.lane_id)
-        if not batch:
-            return ("empty", None)
-        for head in batch:
-            now = timezone.now()
-            if head.next_attempt_at is not None and head.next_attempt_at > now:
-                return ("waiting", head.next_attempt_at)
-            if sender.send(head) == "stop" or not lease.renew_if_due():
-                return ("stopped", None)
-        if len(batch) < HEAD_BATCH:
-            # That was the whole lane; what arrived meanwhile is found by the next claim.
-            return ("empty", None)
-    return ("stopped", None)
-
-
 class DeliverySender:
     """Sends deliveries of one sync and moves each to its next state."""
 
-    def __init__(self, *, sync: Sync, lease: LaneLease | None = None) -> None:
-        self.sync = sync
-        self.destination = sync.destination
-        self.lease = lease
-        # Looked up once per lane, not per delivery: the sync's mapping, the client (its pooled
-        # session, found by a hash of the decrypted token), the shared limiter, the caches.
-        self.config = sync_config_build(sync=sync)
+    def __init__(self, loaded: SyncForDelivery) -> None:
+        self.sync = loaded.sync
+        self.destination = loaded.sync.destination
+        self.config = loaded.config
+        # Once per wake-up, not per delivery: the client (its pooled session, found by a hash of
+        # the decrypted token), the shared limiter, the caches.
         self.client = client_for(
             self.destination, limiter=rate_limiter_get(destination_id=self.destination.pk)
         )
         self.state = DestinationStore(destination=self.destination)
+        # Set by a 401: the destination is held, nothing more is sent to it.
+        self.held = False
 
-    def send(self, delivery: Delivery) -> Step:
+    def send(self, delivery: Delivery, *, lease: LaneLease | None = None) -> Step:
         recorder = AttemptRecorder(
             delivery=delivery,
-            heartbeat=self.lease.renew_if_due if self.lease else None,
+            heartbeat=lease.renew_if_due if lease else None,
             completion_deferred=True,
         )
         try:
@@ -221,6 +275,7 @@ class DeliverySender:
             return "stop"
         except AuthenticationError as exc:
             recorder.flush()
+            self.held = True
             destination_auth_hold(destination=self.destination, error=str(exc))
             Delivery.objects.filter(pk=delivery.pk).update(reason=str(exc))
             return "stop"

@@ -64,12 +64,32 @@ def lanes_sweep(*, limit: int = SWEEP_BATCH) -> list[int]:
         .order_by(F("next_attempt_at").asc(nulls_first=True))
         .values_list("id", flat=True)[:limit]
     )
+    if not lane_ids:
+        return []
+    # Pushed before the wake-ups leave, not after: a worker's claim skips a lane whose row is
+    # being written, and would skip these while this UPDATE held them.
+    pushed_until = now + LaneLease.duration()
+    _lanes_push(lane_ids, now=now, until=pushed_until)
     woken = lanes_wake(lane_ids)
-    if woken:
-        Lane.objects.filter(id__in=woken).filter(
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-        ).update(next_attempt_at=now + LaneLease.duration())
+    if len(woken) < len(lane_ids):
+        # The broker refused: the next pass tries again.
+        missed = set(lane_ids) - set(woken)
+        Lane.objects.filter(id__in=missed, next_attempt_at=pushed_until).update(next_attempt_at=now)
     return woken
+
+
+def _lanes_push(lane_ids: list[int], *, now: datetime, until: datetime) -> None:
+    """Not sweep these lanes again before ``until`` (a worker that looks at one sets its due
+    time itself). Lanes whose row another transaction is writing are skipped rather than waited
+    for: a multi-row UPDATE waiting on ingest or a worker could close a lock cycle with them."""
+    with transaction.atomic():
+        free = (
+            Lane.objects.filter(id__in=lane_ids)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            .select_for_update(skip_locked=True)
+            .values("pk")
+        )
+        Lane.objects.filter(pk__in=free).update(next_attempt_at=until)
 
 
 def destination_lanes_wake(*, destination_id: int) -> list[int]:

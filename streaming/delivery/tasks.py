@@ -20,17 +20,17 @@ JOB_SLICE_SECONDS = 20.0
 
 @shared_task(name="switchboard.lanes_drain")
 def lanes_drain(lane_ids: list[int]) -> None:
-    for lane_id in lane_ids:
-        try:
-            lanes.lane_drain(lane_id=lane_id)
-        except Exception:
-            # One lane's failure must not hold back the others of the message. The failed lane
-            # is still due in the database, so the sweeper wakes it again.
-            logger.exception("lane %s not drained; left to the sweeper", lane_id)
-            # A connection the error broke is replaced for the next lane, not at the task's end
-            # (never inside a caller's transaction: an eager run in tests).
-            if not transaction.get_connection().in_atomic_block:
-                close_old_connections()
+    try:
+        lanes.lanes_drain(lane_ids=lane_ids)
+    except Exception:
+        # Each lane's failure is logged and contained by the drain; what reaches here is the
+        # claim or the release failing (the database went away). The lanes are still due in
+        # the database, or leased until the lease lapses: the sweeper wakes them again.
+        logger.exception("lanes %s not drained; left to the sweeper", lane_ids)
+        # A connection the error broke is replaced for the next message (never inside a
+        # caller's transaction: an eager run in tests).
+        if not transaction.get_connection().in_atomic_block:
+            close_old_connections()
 
 
 @shared_task(name="switchboard.lane_drain")

@@ -16,6 +16,7 @@ from integrations.selectors import (
     routes_cache_clear,
     routes_for_source,
     sync_config_build,
+    sync_for_delivery,
 )
 from tests.factories import (
     EventFilterFactory,
@@ -214,3 +215,30 @@ def test_destination_health_updates_keep_the_routes_cached(django_assert_num_que
 
     with django_assert_num_queries(0):
         routes_for_source(source_id=source.pk)
+
+
+def test_a_sync_is_read_once_for_the_delivery_workers_until_the_routes_change(
+    django_assert_num_queries,
+) -> None:
+    sync = SyncFactory(send_events=True)
+    mapping(sync, PropertyMapping.Target.EVENT_METADATA, "properties.total", "total")
+    with django_assert_num_queries(2):  # the sync with its destination, then its mappings
+        loaded = sync_for_delivery(sync_id=sync.pk)
+    assert loaded.sync.destination == sync.destination
+    assert loaded.config.event_metadata == (("properties.total", "total"),)
+    with django_assert_num_queries(0):
+        assert sync_for_delivery(sync_id=sync.pk) is loaded
+
+    # another process edits the sync: its receiver bumps the shared version
+    Sync.objects.filter(pk=sync.pk).update(send_events=False)
+    cache.incr(ROUTES_VERSION_KEY)
+
+    assert sync_for_delivery(sync_id=sync.pk).config.send_events is False
+
+
+def test_a_deleted_sync_is_none_for_the_delivery_workers() -> None:
+    sync = SyncFactory()
+    sync_id = sync.pk
+    sync.delete()
+
+    assert sync_for_delivery(sync_id=sync_id) is None

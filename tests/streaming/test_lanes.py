@@ -6,10 +6,12 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from integrations.models import Destination, Sync
-from streaming.delivery.lanes import LaneLease, lane_drain
+from streaming.delivery.lanes import LaneLease, lane_drain, lanes_drain
 from streaming.delivery.sweep import lanes_sweep, retention_purge
 from streaming.models import Delivery, DeliveryAttempt, Event, Lane
 from tests.streaming.delivery_setup import drain_all, identify, ingest, statuses, sync_into, track
@@ -175,3 +177,110 @@ def test_an_emptied_lane_has_no_due_time(intercom_sandbox):
     assert lane.next_attempt_at is None and lane.leased_until is None
     # a late wake-up for it finds nothing to claim
     assert LaneLease.claim(lane_id=delivery.lane_id) is None
+
+
+def test_a_wake_up_of_single_delivery_lanes_costs_two_statements_a_lane_and_three_in_all(
+    intercom_sandbox,
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("one claim for many lanes is PostgreSQL's (elsewhere a statement per lane)")
+    # given ten users who exist in Intercom, and a track of each, one wake-up naming their lanes
+    sync = sync_into(intercom_sandbox)
+    users = [f"user-{i}" for i in range(10)]
+    # (and the event name already known to the workspace, as it is after the first call)
+    known = ingest(sync, [*(identify(user) for user in users), track("user-0", "Seen")])
+    lanes_drain(lane_ids=[d.lane_id for d in known])
+    tracks = ingest(sync, [track(user, "Seen") for user in users])
+    # when a worker drains the wake-up
+    with CaptureQueriesContext(connection) as queries:
+        lanes_drain(lane_ids=sorted({d.lane_id for d in tracks}))
+    # then every track went out, and the database saw, besides each delivery's attempt INSERT
+    # and its state change: one claim of the ten lanes, one release, one claim that found them
+    # empty (the destination's health columns are written a few times a minute at most)
+    assert statuses(tracks) == ["succeeded"] * 10
+    statements = [
+        q["sql"]
+        for q in queries.captured_queries
+        if not q["sql"].startswith('UPDATE "integrations_destination"')
+    ]
+    attempts = [
+        sql for sql in statements if sql.startswith('INSERT INTO "streaming_deliveryattempt"')
+    ]
+    state_changes = [sql for sql in statements if 'UPDATE "streaming_delivery" SET' in sql]
+    lanes = [sql for sql in statements if sql not in attempts and sql not in state_changes]
+    assert (len(attempts), len(state_changes)) == (10, 10)
+    assert len(lanes) == 3, lanes
+    assert len(statements) == 2 * 10 + 3
+
+
+def test_a_wake_up_claims_only_its_lanes_that_are_free_and_due(intercom_sandbox):
+    sync = sync_into(intercom_sandbox)
+    due, held, waiting, paused_lane = (
+        ingest(sync, [identify(user)])[0] for user in ("due", "held", "waiting", "paused")
+    )
+    # given a lane another worker holds, one whose head waits for a retry, and a paused sync's
+    holder = LaneLease.claim(lane_id=held.lane_id)
+    Delivery.objects.filter(pk=waiting.pk).update(
+        next_attempt_at=timezone.now() + timedelta(minutes=1)
+    )
+    paused = sync_into(intercom_sandbox, status=Sync.Status.PAUSED)
+    (paused_delivery,) = ingest(paused, [identify("paused")])
+    # when one wake-up names all four
+    lane_ids = [due.lane_id, held.lane_id, waiting.lane_id, paused_delivery.lane_id]
+    lanes_drain(lane_ids=lane_ids)
+    # then only the free, due lane was sent, and the holder still holds its lane
+    assert statuses([due, held, waiting, paused_delivery]) == ["succeeded"] + ["pending"] * 3
+    assert [
+        r["body"]["external_id"] for r in intercom_sandbox.requests if r["method"] != "GET"
+    ] == ["due"]
+    assert holder.renew() is True
+    assert Lane.objects.filter(pk__in=lane_ids, leased_until__isnull=False).count() == 1
+
+
+def test_a_lane_taken_over_while_it_waited_for_its_turn_is_left_to_its_new_holder(
+    intercom_sandbox, settings
+):
+    # given a wake-up of two lanes, and leases so short that each send renews first
+    settings.SWITCHBOARD_LEASE_SECONDS = 0.03
+    sync = sync_into(intercom_sandbox)
+    first, second = (ingest(sync, [identify(user)])[0] for user in ("first", "second"))
+    from streaming.signals import delivery_succeeded
+
+    def take_over_the_second(sender, delivery, **kwargs):
+        # while the first lane is sent, the second's lease lapses and another worker takes it
+        if delivery.pk == first.pk:
+            Lane.objects.filter(pk=second.lane_id).update(
+                lease_token="another-worker", leased_until=timezone.now() + timedelta(minutes=1)
+            )
+
+    delivery_succeeded.connect(take_over_the_second)
+    try:
+        lanes_drain(lane_ids=[first.lane_id, second.lane_id])
+    finally:
+        delivery_succeeded.disconnect(take_over_the_second)
+    # then the second lane is not sent by this worker, and its new holder keeps it
+    assert statuses([first, second]) == ["succeeded", "pending"]
+    assert Lane.objects.get(pk=second.lane_id).lease_token == "another-worker"
+
+
+def test_lanes_the_broker_refused_to_wake_are_swept_again_at_the_next_pass(
+    intercom_sandbox, settings, monkeypatch
+):
+    settings.SWITCHBOARD_SWEEP_SECONDS = 5
+    sync = sync_into(intercom_sandbox)
+    (retrying,) = ingest(sync, [identify("retrying")])
+    Lane.objects.filter(pk=retrying.lane_id).update(
+        next_attempt_at=timezone.now() - timedelta(minutes=1)
+    )
+    # given the broker refuses the sweeper's wake-ups
+    monkeypatch.setattr("streaming.delivery.sweep.lanes_wake", lambda ids: [])
+    assert lanes_sweep() == []
+    # then the lane is still due, and the next pass (the broker back) wakes it
+    assert Lane.objects.get(pk=retrying.lane_id).next_attempt_at <= timezone.now()
+    woken: list[list[int]] = []
+    monkeypatch.setattr(
+        "streaming.delivery.sweep.lanes_wake", lambda ids: woken.append(list(ids)) or list(ids)
+    )
+    settings.SWITCHBOARD_SWEEP_SECONDS = 0
+    assert lanes_sweep() == [retrying.lane_id]
+    assert Lane.objects.get(pk=retrying.lane_id).next_attempt_at > timezone.now()

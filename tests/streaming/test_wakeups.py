@@ -66,16 +66,16 @@ def test_a_lane_that_fails_does_not_hold_back_the_others_of_its_message(
     # given three users' lanes named by one message, the middle one failing to drain
     sync = sync_into(intercom_sandbox)
     first, broken, last = ingest(sync, [identify("first"), identify("broken"), identify("last")])
-    real_drain = lanes.lane_drain
+    real_send = lanes.DeliverySender.send
 
-    def drain(*, lane_id: int) -> None:
-        if lane_id == broken.lane_id:
+    def send(self, delivery, **kwargs):
+        if delivery.lane_id == broken.lane_id:
             raise RuntimeError("database went away")
-        real_drain(lane_id=lane_id)
+        return real_send(self, delivery, **kwargs)
 
-    monkeypatch.setattr(lanes, "lane_drain", drain)
+    monkeypatch.setattr(lanes.DeliverySender, "send", send)
     # when a worker runs the message
-    with caplog.at_level(logging.ERROR, logger=tasks.__name__):
+    with caplog.at_level(logging.ERROR, logger=lanes.__name__):
         lanes_drain([first.lane_id, broken.lane_id, last.lane_id])
     # then the lanes around the failure are delivered, the failed one stays pending (the
     # sweeper wakes it again) and the failure is logged with its lane
