@@ -324,23 +324,18 @@ def _defaults(model: type[Model], given: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def _events_insert(rows: list[dict[str, Any]]) -> tuple[str, list]:
+@functools.cache
+def _events_insert_sql() -> str:
     """PostgreSQL: insert the events, numbered in call order but written in messageId order.
 
     Concurrent batches that repeat the same messageIds (an SDK resending after a timeout) take
     the unique index's locks in one order, messageId order, so they wait for each other instead
     of deadlocking; their ids are drawn from the sequence first, in call order, so that an
-    event's id still tells the order in which its batch sent it.
+    event's id still tells the order in which its batch sent it. Parameters: the events table's
+    name and primary key column, then one array per column of ``insert_fields(Event)``.
     """
     connection = transaction.get_connection()
     fields = insert_fields(Event)
-    defaults = _defaults(Event, rows[0])
-    arrays = [
-        [row[f.attname] for row in rows]
-        if f.attname in rows[0]
-        else [defaults[f.attname]] * len(rows)
-        for f in fields
-    ]
     casts = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
     names = ", ".join(_quote(f.column) for f in fields)
     table = _quote(Event._meta.db_table)
@@ -350,31 +345,93 @@ def _events_insert(rows: list[dict[str, Any]]) -> tuple[str, list]:
         f"SELECT nextval((SELECT pg_get_serial_sequence(%b, %b))) AS {pk}, u.*"
         f" FROM unnest({casts}) AS u({names})"
     )
-    sql = (
+    return (
         f"INSERT INTO {table} ({pk}, {names}) SELECT * FROM ({numbered}) n"
         f" ORDER BY n.{_quote('message_id')} {_events_conflict()}"
         f" RETURNING {pk}, {_quote('message_id')}"
     )
-    return sql, [Event._meta.db_table, Event._meta.pk.column, *arrays]
 
 
+def _events_params(rows: list[dict[str, Any]]) -> list[Any]:
+    """The parameters of ``_events_insert_sql``: a column not in the rows takes its default."""
+    defaults = _defaults(Event, rows[0])
+    return [
+        Event._meta.db_table,
+        Event._meta.pk.column,
+        *(
+            [row[f.attname] for row in rows]
+            if f.attname in rows[0]
+            else [defaults[f.attname]] * len(rows)
+            for f in insert_fields(Event)
+        ),
+    ]
+
+
+@functools.cache
 def _select_list(
-    model: type[Model], given: Mapping[str, str], bound: Mapping[str, Any], params: list[Any]
-) -> tuple[str, str]:
-    """(columns, expressions) of an ``INSERT .. SELECT`` into ``model``: the ``given`` SQL
-    expressions, the ``bound`` values as parameters (appended to ``params``), and every other
-    column its field default."""
+    model: type[Model], given: tuple[tuple[str, str], ...]
+) -> tuple[str, str, tuple[str, ...]]:
+    """(columns, expressions, bound) of an ``INSERT .. SELECT`` into ``model``: the ``given``
+    (field, SQL expression) pairs, and a parameter for every other column, in the order of
+    ``bound``'s field names (``_bound_params`` fills them)."""
     connection = transaction.get_connection()
-    defaults = _defaults(model, [*given, *bound])
-    expressions = []
+    expressions, bound = [], []
+    given_sql = dict(given)
     fields = insert_fields(model)
     for f in fields:
-        if f.attname in given:
-            expressions.append(given[f.attname])
+        if f.attname in given_sql:
+            expressions.append(given_sql[f.attname])
             continue
-        params.append(bound[f.attname] if f.attname in bound else defaults[f.attname])
+        bound.append(f.attname)
         expressions.append(f"%b::{f.db_type(connection)}")
-    return ", ".join(_quote(f.column) for f in fields), ", ".join(expressions)
+    return ", ".join(_quote(f.column) for f in fields), ", ".join(expressions), tuple(bound)
+
+
+def _bound_params(model: type[Model], bound: tuple[str, ...], values: Mapping[str, Any]) -> list:
+    """The parameters of ``_select_list``'s ``bound`` columns: ``values``, else the default."""
+    defaults = _defaults(model, values)
+    return [values[name] if name in values else defaults[name] for name in bound]
+
+
+_LANE_GIVEN = (("sync_id", "k.sync_id"), ("user_key", "k.user_key"))
+_DELIVERY_GIVEN = (
+    ("event_id", "r.event_id"),
+    ("sync_id", "r.sync_id"),
+    ("lane_id", "l.id"),
+    ("user_key", "r.user_key"),
+)
+
+
+@functools.cache
+def _calls_store_sql(routed: bool) -> str:
+    """The one statement of ``_calls_store_one_statement``, built once per shape: events only,
+    or events with their lanes and deliveries."""
+    q = _quote
+    sql = f"WITH new_events AS ({_events_insert_sql()})"
+    if not routed:
+        return sql + f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"
+    sql += (
+        ", routed AS (SELECT r.position, r.sync_id, r.user_key, e.id AS event_id"
+        " FROM unnest(%b::text[], %b::bigint[], %b::text[]) WITH ORDINALITY"
+        " AS r(message_id, sync_id, user_key, position)"
+        f" JOIN new_events e ON e.{q('message_id')} = r.message_id)"
+    )
+    columns, values, _ = _select_list(Lane, _LANE_GIVEN)
+    sql += (
+        f", lanes AS (INSERT INTO {q(Lane._meta.db_table)} ({columns})"
+        f" SELECT {values} FROM (SELECT DISTINCT sync_id, user_key FROM routed) k"
+        f" ORDER BY k.sync_id, k.user_key {_lane_conflict()}"
+        f" RETURNING {q('id')}, {q('sync_id')}, {q('user_key')})"
+    )
+    columns, values, _ = _select_list(Delivery, _DELIVERY_GIVEN)
+    return sql + (
+        f", deliveries AS (INSERT INTO {q(Delivery._meta.db_table)} ({columns})"
+        f" SELECT {values} FROM routed r JOIN lanes l"
+        f" ON l.{q('sync_id')} = r.sync_id AND l.{q('user_key')} = r.user_key"
+        " ORDER BY r.position)"
+        f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"
+        f" UNION ALL SELECT NULL, NULL, {q('id')} FROM lanes"
+    )
 
 
 def _calls_store_one_statement(
@@ -383,53 +440,17 @@ def _calls_store_one_statement(
     """Data-modifying CTEs: the events insert returns the new events, and only their routes
     upsert lanes (in (sync, user) order, so that concurrent ingests lock shared lanes in the
     same order) and insert deliveries (in call order). Outside a caller's transaction the
-    statement commits on its own, without BEGIN and COMMIT round trips."""
-    q = _quote
-    events_sql, params = _events_insert(rows)
-    sql = f"WITH new_events AS ({events_sql})"
-    if not routes:
-        sql += f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"
-    else:
+    statement commits on its own, without BEGIN and COMMIT round trips. The statement's text
+    is built once per shape (``_calls_store_sql``): only the parameters change."""
+    params = _events_params(rows)
+    if routes:
         params += [list(column) for column in zip(*routes, strict=True)]
-        sql += (
-            ", routed AS (SELECT r.position, r.sync_id, r.user_key, e.id AS event_id"
-            " FROM unnest(%b::text[], %b::bigint[], %b::text[]) WITH ORDINALITY"
-            " AS r(message_id, sync_id, user_key, position)"
-            f" JOIN new_events e ON e.{q('message_id')} = r.message_id)"
-        )
-        columns, values = _select_list(
-            Lane,
-            {"sync_id": "k.sync_id", "user_key": "k.user_key"},
-            {"next_attempt_at": due},
-            params,
-        )
-        sql += (
-            f", lanes AS (INSERT INTO {q(Lane._meta.db_table)} ({columns})"
-            f" SELECT {values} FROM (SELECT DISTINCT sync_id, user_key FROM routed) k"
-            f" ORDER BY k.sync_id, k.user_key {_lane_conflict()}"
-            f" RETURNING {q('id')}, {q('sync_id')}, {q('user_key')})"
-        )
-        columns, values = _select_list(
-            Delivery,
-            {
-                "event_id": "r.event_id",
-                "sync_id": "r.sync_id",
-                "lane_id": "l.id",
-                "user_key": "r.user_key",
-            },
-            {"created_at": received},
-            params,
-        )
-        sql += (
-            f", deliveries AS (INSERT INTO {q(Delivery._meta.db_table)} ({columns})"
-            f" SELECT {values} FROM routed r JOIN lanes l"
-            f" ON l.{q('sync_id')} = r.sync_id AND l.{q('user_key')} = r.user_key"
-            " ORDER BY r.position)"
-            f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"
-            f" UNION ALL SELECT NULL, NULL, {q('id')} FROM lanes"
+        params += _bound_params(Lane, _select_list(Lane, _LANE_GIVEN)[2], {"next_attempt_at": due})
+        params += _bound_params(
+            Delivery, _select_list(Delivery, _DELIVERY_GIVEN)[2], {"created_at": received}
         )
     with cursor() as statement:
-        statement.execute(sql, params)
+        statement.execute(_calls_store_sql(bool(routes)), params)
         result = statement.fetchall()
     return Stored(
         event_ids={message_id: pk for pk, message_id, _ in result if pk is not None},

@@ -19,6 +19,7 @@ import math
 import zlib
 from typing import Any, ClassVar
 
+from django.core.cache import cache
 from django.db import OperationalError
 from django.utils import timezone
 from drf_spectacular.utils import (
@@ -37,8 +38,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from integrations.models import WriteKey
-from integrations.services import TooManyFailedKeys, write_key_authenticate
-from streaming.ingest.events import events_ingest
+from integrations.selectors import ROUTES_VERSION_KEY
+from integrations.services import (
+    TooManyFailedKeys,
+    write_key_authenticate,
+    write_key_cache_names,
+)
+from streaming.ingest.events import CacheVersions, events_ingest
 from streaming.ingest.openapi import (
     ANSWER_HEADERS,
     BATCH_DESCRIPTION,
@@ -58,6 +64,7 @@ from streaming.ingest.segment import (
     batch_normalise,
     call_normalise,
 )
+from streaming.ingest.suppression import VERSION_KEY as SUPPRESSIONS_VERSION_KEY
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,8 @@ NO_KEY_MESSAGE = (
     "or as writeKey in the JSON body."
 )
 BAD_KEY_MESSAGE = "Invalid write key: unknown, revoked, or its source is disabled."
+MAX_WRITE_KEY_LENGTH = 200  # longer is no write key: refused without hashing it
+_VERSION_KEYS = (ROUTES_VERSION_KEY, SUPPRESSIONS_VERSION_KEY)
 
 
 class IngestError(APIException):
@@ -95,9 +104,29 @@ class IngestError(APIException):
 
 
 def _authenticate(request: Request, key: str) -> WriteKey | None:
-    """The write key, braked per client address (``integrations.services``)."""
+    """The write key, braked per client address (``integrations.services``).
+
+    One cache round trip per request: the write key's entries are read together with the
+    versions of the routes and of the suppressions, which ingest needs next (kept on the request
+    as ``cache_versions``). Each round trip to Redis costs more than the work around it on this
+    path (docs/benchmarks.md, B1).
+    """
+    client = request.META.get("REMOTE_ADDR", "")
+    cached = None
+    if 0 < len(key) <= MAX_WRITE_KEY_LENGTH:
+        names = [*write_key_cache_names(key=key, client=client), *_VERSION_KEYS]
+        try:
+            cached = cache.get_many(names)
+        except Exception:
+            # Each reader below reads on its own again and meets the cache's failure as it
+            # does without this read.
+            log.warning("ingest: cache unavailable", exc_info=True)
+    if cached is not None:
+        request.cache_versions = CacheVersions(
+            routes=cached.get(ROUTES_VERSION_KEY), suppressions=cached.get(SUPPRESSIONS_VERSION_KEY)
+        )
     try:
-        return write_key_authenticate(key=key, client=request.META.get("REMOTE_ADDR", ""))
+        return write_key_authenticate(key=key, client=client, cached=cached)
     except TooManyFailedKeys as exc:
         raise IngestError(
             429,
@@ -284,7 +313,12 @@ class CallView(_IngestView):
             call = call_normalise(body, call_type=self.call_type, received_at=received_at)
         except InvalidCall as exc:
             raise IngestError(400, "invalid_call", str(exc), errors=exc.errors) from None
-        result = events_ingest(source=write_key.source, calls=[call], received_at=received_at)
+        result = events_ingest(
+            source=write_key.source,
+            calls=[call],
+            received_at=received_at,
+            versions=getattr(request, "cache_versions", None),
+        )
         return Response({"success": True, "duplicate": bool(result.duplicates)})
 
 
@@ -376,7 +410,12 @@ class BatchView(_IngestView):
                 "No call in the batch is valid; nothing was stored.",
                 errors={"rejected": answer_rejected},
             )
-        result = events_ingest(source=write_key.source, calls=calls, received_at=received_at)
+        result = events_ingest(
+            source=write_key.source,
+            calls=calls,
+            received_at=received_at,
+            versions=getattr(request, "cache_versions", None),
+        )
         return Response(
             {
                 "success": True,

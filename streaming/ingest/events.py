@@ -61,6 +61,15 @@ class IngestResult:
 
 
 @dataclass(frozen=True)
+class CacheVersions:
+    """The versions of the routes and of the suppressions as the caller read them from the cache
+    (the HTTP API reads them with the write key, in one round trip); None: read them here."""
+
+    routes: object = None
+    suppressions: object = None
+
+
+@dataclass(frozen=True)
 class Route:
     """A call's verdict for one sync: deliver in lane ``user_key``, or filtered for ``reason``."""
 
@@ -69,9 +78,11 @@ class Route:
     reason: str = ""
 
 
-def routes_plan(calls: Sequence[Call], source_id: int) -> list[list[Route]]:
+def routes_plan(
+    calls: Sequence[Call], source_id: int, *, routes_version: object = None
+) -> list[list[Route]]:
     """Per call, each sync's verdict (pure Python once the routes are loaded)."""
-    routes = routes_for_source(source_id=source_id)
+    routes = routes_for_source(source_id=source_id, version=routes_version)
     plans: list[list[Route]] = []
     for call in calls:
         verdicts: list[Route] = []
@@ -96,12 +107,20 @@ def routes_plan(calls: Sequence[Call], source_id: int) -> list[list[Route]]:
     return plans
 
 
-def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetime) -> IngestResult:
+def events_ingest(
+    *,
+    source: Source,
+    calls: Sequence[Call],
+    received_at: datetime,
+    versions: CacheVersions | None = None,
+) -> IngestResult:
     """Store valid, normalised calls and their deliveries in one transaction (see module doc).
 
     Calls repeating a messageId (already stored for this source, or earlier in ``calls``) are
-    acknowledged in ``duplicates`` and neither stored nor delivered again.
+    acknowledged in ``duplicates`` and neither stored nor delivered again. ``versions``: the
+    configuration's versions when the caller read them already.
     """
+    versions = versions or CacheVersions()
     unique: dict[str, Call] = {}
     repeated: list[str] = []
     for call in calls:
@@ -113,12 +132,14 @@ def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetim
         return IngestResult(duplicates=repeated)
     batch = list(unique.values())
     filtered: Counter[tuple[int, str]] = Counter()
-    suppressed_ids = suppressed_user_ids(call.user_id for call in batch)
+    suppressed_ids = suppressed_user_ids(
+        (call.user_id for call in batch), version=versions.suppressions
+    )
     suppressed = 0
     if suppressed_ids:
         kept = [call for call in batch if call.user_id not in suppressed_ids]
         suppressed = len(batch) - len(kept)
-        for route in routes_for_source(source_id=source.pk):
+        for route in routes_for_source(source_id=source.pk, version=versions.routes):
             filtered[(route.sync_id, SUPPRESSED_REASON)] += suppressed
         batch = kept
     if not batch:
@@ -126,7 +147,7 @@ def events_ingest(*, source: Source, calls: Sequence[Call], received_at: datetim
         return IngestResult(
             duplicates=repeated, filtered=sum(filtered.values()), suppressed=suppressed
         )
-    plans = routes_plan(batch, source.pk)
+    plans = routes_plan(batch, source.pk, routes_version=versions.routes)
     stored = _store(source=source, calls=batch, plans=plans, received_at=received_at)
 
     event_ids: list[int] = []
