@@ -29,6 +29,7 @@ reviewer of a statement finds its siblings, its cursor and its reasons together.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -280,6 +281,8 @@ def calls_store(
     """
     connection = transaction.get_connection()
     adapt = connection.ops.adapt_datetimefield_value
+    if connection.vendor == "postgresql":
+        return _calls_store_one_statement(events, routes, received_at, adapt(now))
     payload_field = Event._meta.get_field("payload")
     rows = [
         {
@@ -290,8 +293,6 @@ def calls_store(
         }
         for event in events
     ]
-    if connection.vendor == "postgresql":
-        return _calls_store_one_statement(rows, routes, adapt(received_at), adapt(now))
     return _calls_store_atomic(rows, routes, adapt(received_at), adapt(now))
 
 
@@ -317,10 +318,27 @@ def _lane_conflict() -> str:
 def _defaults(model: type[Model], given: Iterable[str]) -> dict[str, Any]:
     """The prepared default of every column of ``model`` not ``given``."""
     connection = transaction.get_connection()
+    constant = _constant_defaults(model)
+    return {
+        f.attname: (
+            constant[f.attname]
+            if f.attname in constant
+            else f.get_db_prep_save(f.get_default(), connection)
+        )
+        for f in insert_fields(model)
+        if f.attname not in given
+    }
+
+
+@functools.cache
+def _constant_defaults(model: type[Model]) -> dict[str, Any]:
+    """The prepared defaults that cannot change (not callables), prepared once: preparing every
+    default on every ingest was a tenth of a single call's CPU."""
+    connection = transaction.get_connection()
     return {
         f.attname: f.get_db_prep_save(f.get_default(), connection)
         for f in insert_fields(model)
-        if f.attname not in given
+        if not f.has_default() or not callable(f.default)
     }
 
 
@@ -332,18 +350,19 @@ def _events_insert_sql() -> str:
     the unique index's locks in one order, messageId order, so they wait for each other instead
     of deadlocking; their ids are drawn from the sequence first, in call order, so that an
     event's id still tells the order in which its batch sent it. Parameters: the events table's
-    name and primary key column, then one array per column of ``insert_fields(Event)``.
+    name and primary key column, then the events as one JSON array of objects
+    (``_events_document``), which PostgreSQL reads in call order with ``jsonb_to_recordset``.
     """
     connection = transaction.get_connection()
     fields = insert_fields(Event)
-    casts = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
+    columns = ", ".join(f"{_quote(f.column)} {f.db_type(connection)}" for f in fields)
     names = ", ".join(_quote(f.column) for f in fields)
     table = _quote(Event._meta.db_table)
     pk = _quote(Event._meta.pk.column)
     numbered = (
         # The sequence's name is looked up once per statement (a scalar subquery).
         f"SELECT nextval((SELECT pg_get_serial_sequence(%b, %b))) AS {pk}, u.*"
-        f" FROM unnest({casts}) AS u({names})"
+        f" FROM jsonb_to_recordset(%s::jsonb) AS u({columns})"
     )
     return (
         f"INSERT INTO {table} ({pk}, {names}) SELECT * FROM ({numbered}) n"
@@ -352,19 +371,27 @@ def _events_insert_sql() -> str:
     )
 
 
-def _events_params(rows: list[dict[str, Any]]) -> list[Any]:
-    """The parameters of ``_events_insert_sql``: a column not in the rows takes its default."""
-    defaults = _defaults(Event, rows[0])
-    return [
-        Event._meta.db_table,
-        Event._meta.pk.column,
-        *(
-            [row[f.attname] for row in rows]
-            if f.attname in rows[0]
-            else [defaults[f.attname]] * len(rows)
-            for f in insert_fields(Event)
-        ),
-    ]
+def _events_document(events: Sequence[Mapping[str, Any]], received_at: datetime) -> str:
+    """The events as the JSON text ``_events_insert_sql`` reads: one object per event, keyed by
+    column, the payload nested as it is stored, times in ISO 8601.
+
+    One ``json.dumps`` for the whole batch: passing a PostgreSQL array per column made psycopg
+    inspect and adapt every value of every column in Python, and encode each payload on its own,
+    which cost more than the statement (docs/benchmarks.md, B1 and B2). The payload is encoded
+    with the model field's encoder, as the ORM would encode it.
+    """
+    columns = {f.attname: f.column for f in insert_fields(Event)}
+    missing = columns.keys() - {*events[0], "received_at"}
+    if missing:
+        raise TypeError(f"events without {', '.join(sorted(missing))}")
+    received = received_at.isoformat()
+    rows = []
+    for event in events:
+        row = {columns[name]: value for name, value in event.items()}
+        row[columns["timestamp"]] = event["timestamp"].isoformat()
+        row[columns["received_at"]] = received
+        rows.append(row)
+    return json.dumps(rows, cls=Event._meta.get_field("payload").encoder)
 
 
 @functools.cache
@@ -411,10 +438,11 @@ def _calls_store_sql(routed: bool) -> str:
     if not routed:
         return sql + f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"
     sql += (
-        ", routed AS (SELECT r.position, r.sync_id, r.user_key, e.id AS event_id"
-        " FROM unnest(%b::text[], %b::bigint[], %b::text[]) WITH ORDINALITY"
-        " AS r(message_id, sync_id, user_key, position)"
-        f" JOIN new_events e ON e.{q('message_id')} = r.message_id)"
+        # The routes as one JSON array of [messageId, sync id, user key], in call order.
+        ", routed AS (SELECT r.position, (r.route->>1)::bigint AS sync_id,"
+        " r.route->>2 AS user_key, e.id AS event_id"
+        " FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS r(route, position)"
+        f" JOIN new_events e ON e.{q('message_id')} = r.route->>0)"
     )
     columns, values, _ = _select_list(Lane, _LANE_GIVEN)
     sql += (
@@ -435,19 +463,26 @@ def _calls_store_sql(routed: bool) -> str:
 
 
 def _calls_store_one_statement(
-    rows: list[dict[str, Any]], routes: Sequence[tuple[str, int, str]], received: Any, due: Any
+    events: Sequence[Mapping[str, Any]],
+    routes: Sequence[tuple[str, int, str]],
+    received_at: datetime,
+    due: Any,
 ) -> Stored:
     """Data-modifying CTEs: the events insert returns the new events, and only their routes
     upsert lanes (in (sync, user) order, so that concurrent ingests lock shared lanes in the
     same order) and insert deliveries (in call order). Outside a caller's transaction the
     statement commits on its own, without BEGIN and COMMIT round trips. The statement's text
     is built once per shape (``_calls_store_sql``): only the parameters change."""
-    params = _events_params(rows)
+    params: list[Any] = [
+        Event._meta.db_table,
+        Event._meta.pk.column,
+        _events_document(events, received_at),
+    ]
     if routes:
-        params += [list(column) for column in zip(*routes, strict=True)]
+        params.append(json.dumps(routes))
         params += _bound_params(Lane, _select_list(Lane, _LANE_GIVEN)[2], {"next_attempt_at": due})
         params += _bound_params(
-            Delivery, _select_list(Delivery, _DELIVERY_GIVEN)[2], {"created_at": received}
+            Delivery, _select_list(Delivery, _DELIVERY_GIVEN)[2], {"created_at": received_at}
         )
     with cursor() as statement:
         statement.execute(_calls_store_sql(bool(routes)), params)
