@@ -179,9 +179,14 @@ def _routes_load(source_id: int) -> tuple[SyncRoute, ...]:
     )
 
 
-def routes_for_source(*, source_id: int) -> list[SyncRoute]:
-    """The enabled syncs that take ``source_id``'s calls (one cache read when nothing changed)."""
-    version = _routes_version()
+def routes_for_source(*, source_id: int, version: Any = None) -> list[SyncRoute]:
+    """The enabled syncs that take ``source_id``'s calls (one cache read when nothing changed).
+
+    ``version``: the value of ``ROUTES_VERSION_KEY`` when the caller read it already (ingest
+    reads it with the write key, in the same round trip); None to read it here.
+    """
+    if version is None:
+        version = _routes_version()
     with _routes_cache.lock:
         _routes_cache.keep_if_current(version)
         routes = _routes_cache.by_source.get(source_id)

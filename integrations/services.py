@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
@@ -50,7 +52,20 @@ def write_key_revoke(*, write_key: WriteKey) -> None:
     write_key.revoke()
 
 
-def write_key_authenticate(*, key: str, client: str = "") -> WriteKey | None:
+def write_key_cache_names(*, key: str, client: str = "") -> list[str]:
+    """The cache entries ``write_key_authenticate`` reads for ``key`` sent by ``client``.
+
+    A caller with cache entries of its own to read (ingest: the routes' and the suppressions'
+    versions) reads these with them in one round trip and hands the answer over as ``cached``.
+    """
+    key_hash = write_key_hash(key)
+    names = [write_key_cache_name(key_hash=key_hash), f"switchboard:write-key-used:{key_hash}"]
+    return [*names, f"switchboard:write-key-blocked:{client}"] if client else names
+
+
+def write_key_authenticate(
+    *, key: str, client: str = "", cached: Mapping[str, Any] | None = None
+) -> WriteKey | None:
     """The active write key of an enabled HTTP source matching ``key``, or None.
 
     Called on every ingest request, so it is cached (by the key's SHA-256, never the plaintext)
@@ -60,6 +75,9 @@ def write_key_authenticate(*, key: str, client: str = "") -> WriteKey | None:
     ``client`` (the caller's IP address) brakes guessing: once it sent
     ``SWITCHBOARD_FAILED_WRITE_KEYS_PER_MINUTE`` unknown keys in a minute, every key it sends,
     a right one included, raises ``TooManyFailedKeys`` until the minute is over.
+
+    ``cached``: what the cache answered for ``write_key_cache_names`` (read by the caller),
+    instead of reading it here.
     """
     blocked_name = f"switchboard:write-key-blocked:{client}"
     if not key or len(key) > 200:
@@ -70,9 +88,8 @@ def write_key_authenticate(*, key: str, client: str = "") -> WriteKey | None:
     used_name = f"switchboard:write-key-used:{key_hash}"
     # One cache round trip for the key, its last-used mark and the client's brake: on this hot
     # path each round trip costs more than the work around it (docs/benchmarks.md, B1).
-    cached = cache.get_many(
-        [cache_name, used_name, blocked_name] if client else [cache_name, used_name]
-    )
+    if cached is None:
+        cached = cache.get_many(write_key_cache_names(key=key, client=client))
     if blocked_name in cached:
         raise TooManyFailedKeys(max(1, int(cached[blocked_name] - time.time()) + 1))
     write_key = cached.get(cache_name)

@@ -29,6 +29,7 @@ reviewer of a statement finds its siblings, its cursor and its reasons together.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -455,6 +456,8 @@ def calls_store(
     """
     connection = transaction.get_connection()
     adapt = connection.ops.adapt_datetimefield_value
+    if connection.vendor == "postgresql":
+        return _calls_store_one_statement(events, routes, received_at, adapt(now))
     payload_field = Event._meta.get_field("payload")
     rows = [
         {
@@ -465,8 +468,6 @@ def calls_store(
         }
         for event in events
     ]
-    if connection.vendor == "postgresql":
-        return _calls_store_one_statement(rows, routes, adapt(received_at), adapt(now))
     return _calls_store_atomic(rows, routes, adapt(received_at), adapt(now))
 
 
@@ -492,119 +493,195 @@ def _lane_conflict() -> str:
 def _defaults(model: type[Model], given: Iterable[str]) -> dict[str, Any]:
     """The prepared default of every column of ``model`` not ``given``."""
     connection = transaction.get_connection()
+    constant = _constant_defaults(model)
     return {
-        f.attname: f.get_db_prep_save(f.get_default(), connection)
+        f.attname: (
+            constant[f.attname]
+            if f.attname in constant
+            else f.get_db_prep_save(f.get_default(), connection)
+        )
         for f in insert_fields(model)
         if f.attname not in given
     }
 
 
-def _events_insert(rows: list[dict[str, Any]]) -> tuple[str, list]:
+@functools.cache
+def _constant_defaults(model: type[Model]) -> dict[str, Any]:
+    """The prepared defaults that cannot change (not callables), prepared once: preparing every
+    default on every ingest was a tenth of a single call's CPU."""
+    connection = transaction.get_connection()
+    return {
+        f.attname: f.get_db_prep_save(f.get_default(), connection)
+        for f in insert_fields(model)
+        if not f.has_default() or not callable(f.default)
+    }
+
+
+@functools.cache
+def _events_insert_sql() -> str:
     """PostgreSQL: insert the events, numbered in call order but written in messageId order.
 
     Concurrent batches that repeat the same messageIds (an SDK resending after a timeout) take
     the unique index's locks in one order, messageId order, so they wait for each other instead
     of deadlocking; their ids are drawn from the sequence first, in call order, so that an
-    event's id still tells the order in which its batch sent it.
+    event's id still tells the order in which its batch sent it. One parameter: the events as
+    one JSON array of objects (``_events_document``), which PostgreSQL reads in call order with
+    ``jsonb_to_recordset``.
     """
     connection = transaction.get_connection()
     fields = insert_fields(Event)
-    defaults = _defaults(Event, rows[0])
-    arrays = [
-        [row[f.attname] for row in rows]
-        if f.attname in rows[0]
-        else [defaults[f.attname]] * len(rows)
-        for f in fields
-    ]
-    casts = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
+    columns = ", ".join(f"{_quote(f.column)} {f.db_type(connection)}" for f in fields)
     names = ", ".join(_quote(f.column) for f in fields)
     table = _quote(Event._meta.db_table)
     pk = _quote(Event._meta.pk.column)
     numbered = (
         # The sequence's name is looked up once per statement (a scalar subquery).
-        f"SELECT nextval((SELECT pg_get_serial_sequence(%b, %b))) AS {pk}, u.*"
-        f" FROM unnest({casts}) AS u({names})"
+        f"SELECT nextval((SELECT pg_get_serial_sequence("
+        f"{_literal(Event._meta.db_table)}, {_literal(Event._meta.pk.column)}))) AS {pk}, u.*"
+        f" FROM jsonb_to_recordset(%s::jsonb) AS u({columns})"
     )
-    sql = (
+    return (
         f"INSERT INTO {table} ({pk}, {names}) SELECT * FROM ({numbered}) n"
         f" ORDER BY n.{_quote('message_id')} {_events_conflict()}"
         f" RETURNING {pk}, {_quote('message_id')}"
     )
-    return sql, [Event._meta.db_table, Event._meta.pk.column, *arrays]
 
 
-def _select_list(
-    model: type[Model], given: Mapping[str, str], bound: Mapping[str, Any], params: list[Any]
-) -> tuple[str, str]:
-    """(columns, expressions) of an ``INSERT .. SELECT`` into ``model``: the ``given`` SQL
-    expressions, the ``bound`` values as parameters (appended to ``params``), and every other
-    column its field default."""
+def _events_document(events: Sequence[Mapping[str, Any]], received_at: datetime) -> str:
+    """The events as the JSON text ``_events_insert_sql`` reads: one object per event, keyed by
+    column, the payload nested as it is stored, times in ISO 8601.
+
+    One ``json.dumps`` for the whole batch: passing a PostgreSQL array per column made psycopg
+    inspect and adapt every value of every column in Python, and encode each payload on its own,
+    which cost more than the statement (docs/benchmarks.md, B1 and B2). The payload is encoded
+    with the model field's encoder, as the ORM would encode it.
+    """
+    columns = {f.attname: f.column for f in insert_fields(Event)}
+    missing = columns.keys() - {*events[0], "received_at"}
+    if missing:
+        raise TypeError(f"events without {', '.join(sorted(missing))}")
+    received = received_at.isoformat()
+    rows = []
+    for event in events:
+        row = {columns[name]: value for name, value in event.items()}
+        row[columns["timestamp"]] = event["timestamp"].isoformat()
+        row[columns["received_at"]] = received
+        rows.append(row)
+    return json.dumps(rows, cls=Event._meta.get_field("payload").encoder)
+
+
+def _literal(value: Any) -> str:
+    """``value`` as an SQL literal for a statement whose text is built once (PostgreSQL)."""
     connection = transaction.get_connection()
-    defaults = _defaults(model, [*given, *bound])
-    expressions = []
+    # A % in the literal would read as a placeholder of the server-bound statement.
+    return connection.ops.compose_sql("%s", [value]).replace("%", "%%")
+
+
+@functools.cache
+def _select_list(
+    model: type[Model], given: tuple[tuple[str, str], ...], bound: tuple[str, ...]
+) -> tuple[str, str, tuple[str, ...]]:
+    """(columns, expressions, parameters) of an ``INSERT .. SELECT`` into ``model``: the
+    ``given`` (field, SQL expression) pairs; a parameter for each ``bound`` field and each field
+    whose default is computed (``_bound_params`` fills them, in the order of ``parameters``);
+    and every other column its constant default, written into the statement once: adapting the
+    same dozen constants on every call was a twentieth of a single call's CPU."""
+    connection = transaction.get_connection()
+    constant = _constant_defaults(model)
+    expressions, parameters = [], []
+    given_sql = dict(given)
     fields = insert_fields(model)
     for f in fields:
-        if f.attname in given:
-            expressions.append(given[f.attname])
-            continue
-        params.append(bound[f.attname] if f.attname in bound else defaults[f.attname])
-        expressions.append(f"%b::{f.db_type(connection)}")
-    return ", ".join(_quote(f.column) for f in fields), ", ".join(expressions)
+        cast = f"::{f.db_type(connection)}"
+        if f.attname in given_sql:
+            expressions.append(given_sql[f.attname])
+        elif f.attname in bound or f.attname not in constant:
+            parameters.append(f.attname)
+            expressions.append(f"%b{cast}")
+        else:
+            expressions.append(_literal(constant[f.attname]) + cast)
+    columns = ", ".join(_quote(f.column) for f in fields)
+    return columns, ", ".join(expressions), tuple(parameters)
+
+
+def _bound_params(
+    model: type[Model], parameters: tuple[str, ...], values: Mapping[str, Any]
+) -> list:
+    """The values of ``_select_list``'s ``parameters``: ``values``, else the field's default."""
+    connection = transaction.get_connection()
+    fields = {f.attname: f for f in insert_fields(model)}
+    return [
+        values[name]
+        if name in values
+        else fields[name].get_db_prep_save(fields[name].get_default(), connection)
+        for name in parameters
+    ]
+
+
+_LANE_BOUND = ("next_attempt_at",)
+_DELIVERY_BOUND = ("created_at",)
+_LANE_GIVEN = (("sync_id", "k.sync_id"), ("user_key", "k.user_key"))
+_DELIVERY_GIVEN = (
+    ("event_id", "r.event_id"),
+    ("sync_id", "r.sync_id"),
+    ("lane_id", "l.id"),
+    ("user_key", "r.user_key"),
+)
+
+
+@functools.cache
+def _calls_store_sql(routed: bool) -> str:
+    """The one statement of ``_calls_store_one_statement``, built once per shape: events only,
+    or events with their lanes and deliveries."""
+    q = _quote
+    sql = f"WITH new_events AS ({_events_insert_sql()})"
+    if not routed:
+        return sql + f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"
+    sql += (
+        # The routes as one JSON array of [messageId, sync id, user key], in call order.
+        ", routed AS (SELECT r.position, (r.route->>1)::bigint AS sync_id,"
+        " r.route->>2 AS user_key, e.id AS event_id"
+        " FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS r(route, position)"
+        f" JOIN new_events e ON e.{q('message_id')} = r.route->>0)"
+    )
+    columns, values, _ = _select_list(Lane, _LANE_GIVEN, _LANE_BOUND)
+    sql += (
+        f", lanes AS (INSERT INTO {q(Lane._meta.db_table)} ({columns})"
+        f" SELECT {values} FROM (SELECT DISTINCT sync_id, user_key FROM routed) k"
+        f" ORDER BY k.sync_id, k.user_key {_lane_conflict()}"
+        f" RETURNING {q('id')}, {q('sync_id')}, {q('user_key')})"
+    )
+    columns, values, _ = _select_list(Delivery, _DELIVERY_GIVEN, _DELIVERY_BOUND)
+    return sql + (
+        f", deliveries AS (INSERT INTO {q(Delivery._meta.db_table)} ({columns})"
+        f" SELECT {values} FROM routed r JOIN lanes l"
+        f" ON l.{q('sync_id')} = r.sync_id AND l.{q('user_key')} = r.user_key"
+        " ORDER BY r.position)"
+        f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"
+        f" UNION ALL SELECT NULL, NULL, {q('id')} FROM lanes"
+    )
 
 
 def _calls_store_one_statement(
-    rows: list[dict[str, Any]], routes: Sequence[tuple[str, int, str]], received: Any, due: Any
+    events: Sequence[Mapping[str, Any]],
+    routes: Sequence[tuple[str, int, str]],
+    received_at: datetime,
+    due: Any,
 ) -> Stored:
     """Data-modifying CTEs: the events insert returns the new events, and only their routes
     upsert lanes (in (sync, user) order, so that concurrent ingests lock shared lanes in the
     same order) and insert deliveries (in call order). Outside a caller's transaction the
-    statement commits on its own, without BEGIN and COMMIT round trips."""
-    q = _quote
-    events_sql, params = _events_insert(rows)
-    sql = f"WITH new_events AS ({events_sql})"
-    if not routes:
-        sql += f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"
-    else:
-        params += [list(column) for column in zip(*routes, strict=True)]
-        sql += (
-            ", routed AS (SELECT r.position, r.sync_id, r.user_key, e.id AS event_id"
-            " FROM unnest(%b::text[], %b::bigint[], %b::text[]) WITH ORDINALITY"
-            " AS r(message_id, sync_id, user_key, position)"
-            f" JOIN new_events e ON e.{q('message_id')} = r.message_id)"
-        )
-        columns, values = _select_list(
-            Lane,
-            {"sync_id": "k.sync_id", "user_key": "k.user_key"},
-            {"next_attempt_at": due},
-            params,
-        )
-        sql += (
-            f", lanes AS (INSERT INTO {q(Lane._meta.db_table)} ({columns})"
-            f" SELECT {values} FROM (SELECT DISTINCT sync_id, user_key FROM routed) k"
-            f" ORDER BY k.sync_id, k.user_key {_lane_conflict()}"
-            f" RETURNING {q('id')}, {q('sync_id')}, {q('user_key')})"
-        )
-        columns, values = _select_list(
-            Delivery,
-            {
-                "event_id": "r.event_id",
-                "sync_id": "r.sync_id",
-                "lane_id": "l.id",
-                "user_key": "r.user_key",
-            },
-            {"created_at": received},
-            params,
-        )
-        sql += (
-            f", deliveries AS (INSERT INTO {q(Delivery._meta.db_table)} ({columns})"
-            f" SELECT {values} FROM routed r JOIN lanes l"
-            f" ON l.{q('sync_id')} = r.sync_id AND l.{q('user_key')} = r.user_key"
-            " ORDER BY r.position)"
-            f" SELECT {q('id')}, {q('message_id')}, NULL FROM new_events"
-            f" UNION ALL SELECT NULL, NULL, {q('id')} FROM lanes"
-        )
+    statement commits on its own, without BEGIN and COMMIT round trips. The statement's text
+    is built once per shape (``_calls_store_sql``): only the parameters change."""
+    params: list[Any] = [_events_document(events, received_at)]
+    if routes:
+        params.append(json.dumps(routes))
+        lane = _select_list(Lane, _LANE_GIVEN, _LANE_BOUND)[2]
+        params += _bound_params(Lane, lane, {"next_attempt_at": due})
+        delivery = _select_list(Delivery, _DELIVERY_GIVEN, _DELIVERY_BOUND)[2]
+        params += _bound_params(Delivery, delivery, {"created_at": received_at})
     with cursor() as statement:
-        statement.execute(sql, params)
+        statement.execute(_calls_store_sql(bool(routes)), params)
         result = statement.fetchall()
     return Stored(
         event_ids={message_id: pk for pk, message_id, _ in result if pk is not None},

@@ -19,7 +19,9 @@ import math
 import zlib
 from typing import Any, ClassVar
 
+from django.core.cache import cache
 from django.db import OperationalError
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -29,6 +31,7 @@ from drf_spectacular.utils import (
 from rest_framework import status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import APIException, AuthenticationFailed
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -37,8 +40,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from integrations.models import WriteKey
-from integrations.services import TooManyFailedKeys, write_key_authenticate
-from streaming.ingest.events import events_ingest
+from integrations.selectors import ROUTES_VERSION_KEY
+from integrations.services import (
+    TooManyFailedKeys,
+    write_key_authenticate,
+    write_key_cache_names,
+)
+from streaming.ingest.events import CacheVersions, events_ingest
 from streaming.ingest.openapi import (
     ANSWER_HEADERS,
     BATCH_DESCRIPTION,
@@ -58,6 +66,7 @@ from streaming.ingest.segment import (
     batch_normalise,
     call_normalise,
 )
+from streaming.ingest.suppression import VERSION_KEY as SUPPRESSIONS_VERSION_KEY
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,12 @@ NO_KEY_MESSAGE = (
     "or as writeKey in the JSON body."
 )
 BAD_KEY_MESSAGE = "Invalid write key: unknown, revoked, or its source is disabled."
+# A single call's two answers, encoded once: rendering them through DRF on every call (its
+# renderer, a template response) was a twentieth of the call's CPU.
+ANSWER_STORED = json.dumps({"success": True, "duplicate": False}, separators=(",", ":")).encode()
+ANSWER_DUPLICATE = json.dumps({"success": True, "duplicate": True}, separators=(",", ":")).encode()
+MAX_WRITE_KEY_LENGTH = 200  # longer is no write key: refused without hashing it
+_VERSION_KEYS = (ROUTES_VERSION_KEY, SUPPRESSIONS_VERSION_KEY)
 
 
 class IngestError(APIException):
@@ -95,9 +110,29 @@ class IngestError(APIException):
 
 
 def _authenticate(request: Request, key: str) -> WriteKey | None:
-    """The write key, braked per client address (``integrations.services``)."""
+    """The write key, braked per client address (``integrations.services``).
+
+    One cache round trip per request: the write key's entries are read together with the
+    versions of the routes and of the suppressions, which ingest needs next (kept on the request
+    as ``cache_versions``). Each round trip to Redis costs more than the work around it on this
+    path (docs/benchmarks.md, B1).
+    """
+    client = request.META.get("REMOTE_ADDR", "")
+    cached = None
+    if 0 < len(key) <= MAX_WRITE_KEY_LENGTH:
+        names = [*write_key_cache_names(key=key, client=client), *_VERSION_KEYS]
+        try:
+            cached = cache.get_many(names)
+        except Exception:
+            # Each reader below reads on its own again and meets the cache's failure as it
+            # does without this read.
+            log.warning("ingest: cache unavailable", exc_info=True)
+    if cached is not None:
+        request.cache_versions = CacheVersions(
+            routes=cached.get(ROUTES_VERSION_KEY), suppressions=cached.get(SUPPRESSIONS_VERSION_KEY)
+        )
     try:
-        return write_key_authenticate(key=key, client=request.META.get("REMOTE_ADDR", ""))
+        return write_key_authenticate(key=key, client=client, cached=cached)
     except TooManyFailedKeys as exc:
         raise IngestError(
             429,
@@ -167,8 +202,24 @@ def _raw_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class JsonAlways(BaseContentNegotiation):
+    """Every ingest answer is JSON, whatever the client's Accept header says.
+
+    The SDKs read JSON; a browser's ``Accept: text/html`` must not turn an accepted call into a
+    406. And DRF's negotiation, which parses the header on every call, was a twentieth of a
+    single call's CPU.
+    """
+
+    def select_parser(self, request: Request, parsers: list) -> Any:
+        return parsers[0]
+
+    def select_renderer(self, request: Request, renderers: list, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
 class _IngestView(APIView):
     authentication_classes = [WriteKeyAuthentication]
+    content_negotiation_class = JsonAlways
     permission_classes = [AllowAny]
     # Declared for the OpenAPI schema only: the view reads the raw body itself (gzip, size
     # limits) and never touches request.data.
@@ -284,8 +335,16 @@ class CallView(_IngestView):
             call = call_normalise(body, call_type=self.call_type, received_at=received_at)
         except InvalidCall as exc:
             raise IngestError(400, "invalid_call", str(exc), errors=exc.errors) from None
-        result = events_ingest(source=write_key.source, calls=[call], received_at=received_at)
-        return Response({"success": True, "duplicate": bool(result.duplicates)})
+        result = events_ingest(
+            source=write_key.source,
+            calls=[call],
+            received_at=received_at,
+            versions=getattr(request, "cache_versions", None),
+        )
+        return HttpResponse(
+            ANSWER_DUPLICATE if result.duplicates else ANSWER_STORED,
+            content_type="application/json",
+        )
 
 
 def _call_view(call_type: str, summary: str) -> type:
@@ -376,7 +435,12 @@ class BatchView(_IngestView):
                 "No call in the batch is valid; nothing was stored.",
                 errors={"rejected": answer_rejected},
             )
-        result = events_ingest(source=write_key.source, calls=calls, received_at=received_at)
+        result = events_ingest(
+            source=write_key.source,
+            calls=calls,
+            received_at=received_at,
+            versions=getattr(request, "cache_versions", None),
+        )
         return Response(
             {
                 "success": True,

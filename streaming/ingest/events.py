@@ -63,6 +63,15 @@ class IngestResult:
 
 
 @dataclass(frozen=True)
+class CacheVersions:
+    """The versions of the routes and of the suppressions as the caller read them from the cache
+    (the HTTP API reads them with the write key, in one round trip); None: read them here."""
+
+    routes: object = None
+    suppressions: object = None
+
+
+@dataclass(frozen=True)
 class Route:
     """A call's verdict for one sync: deliver in lane ``user_key``, or filtered for ``reason``."""
 
@@ -72,10 +81,14 @@ class Route:
 
 
 def routes_plan(
-    calls: Sequence[Call], source_id: int, visitors: VisitorRouting | None = None
+    calls: Sequence[Call],
+    source_id: int,
+    visitors: VisitorRouting | None = None,
+    *,
+    routes_version: object = None,
 ) -> list[list[Route]]:
     """Per call, each sync's verdict (pure Python once the routes and ``visitors`` are loaded)."""
-    routes = routes_for_source(source_id=source_id)
+    routes = routes_for_source(source_id=source_id, version=routes_version)
     plans: list[list[Route]] = []
     for call in calls:
         verdicts: list[Route] = []
@@ -111,13 +124,16 @@ def events_ingest(
     calls: Sequence[Call],
     received_at: datetime,
     sync_ids: Collection[int] | None = None,
+    versions: CacheVersions | None = None,
 ) -> IngestResult:
     """Store valid, normalised calls and their deliveries in one transaction (see module doc).
 
     Calls repeating a messageId (already stored for this source, or earlier in ``calls``) are
     acknowledged in ``duplicates`` and neither stored nor delivered again. ``sync_ids`` limits
     the syncs the calls go to (a backfill into one sync); the others do not see them at all.
+    ``versions``: the configuration's versions when the caller read them already.
     """
+    versions = versions or CacheVersions()
     unique: dict[str, Call] = {}
     repeated: list[str] = []
     for call in calls:
@@ -129,12 +145,14 @@ def events_ingest(
         return IngestResult(duplicates=repeated)
     batch = list(unique.values())
     filtered: Counter[tuple[int, str]] = Counter()
-    suppressed_ids = suppressed_user_ids(call.user_id for call in batch)
+    suppressed_ids = suppressed_user_ids(
+        (call.user_id for call in batch), version=versions.suppressions
+    )
     suppressed = 0
     if suppressed_ids:
         kept = [call for call in batch if call.user_id not in suppressed_ids]
         suppressed = len(batch) - len(kept)
-        for route in routes_for_source(source_id=source.pk):
+        for route in routes_for_source(source_id=source.pk, version=versions.routes):
             filtered[(route.sync_id, SUPPRESSED_REASON)] += suppressed
         batch = kept
     if not batch:
@@ -142,8 +160,9 @@ def events_ingest(
         return IngestResult(
             duplicates=repeated, filtered=sum(filtered.values()), suppressed=suppressed
         )
-    visitors = VisitorRouting(routes=routes_for_source(source_id=source.pk), calls=batch)
-    plans = routes_plan(batch, source.pk, visitors)
+    routes = routes_for_source(source_id=source.pk, version=versions.routes)
+    visitors = VisitorRouting(routes=routes, calls=batch)
+    plans = routes_plan(batch, source.pk, visitors, routes_version=versions.routes)
     if sync_ids is not None:
         plans = [[v for v in verdicts if v.sync_id in sync_ids] for verdicts in plans]
     stored = _store(source=source, calls=batch, plans=plans, received_at=received_at)

@@ -7,8 +7,9 @@ moved to ``SECRET_KEY_FALLBACKS``) keeps old entries working: ids are checked un
 
 Ingest asks ``suppressed_user_ids`` for each batch. The active hashes are kept in each process
 and reloaded when a version number in Django's cache changes (``suppressions_changed``, bumped
-after commit whenever an entry is added or lifted), so a check costs one cache read; without the
-cache (it is down) the database is asked for the batch's hashes, and the answer stays correct.
+after commit whenever an entry is added or lifted), so a check costs one cache read (none for the
+HTTP API, which reads the version with the write key); without the cache (it is down) the
+database is asked for the batch's hashes, and the answer stays correct.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 SUPPRESSED_REASON = "suppressed: deleted on request"
 _SALT = "switchboard.suppression.subject"
-_VERSION_KEY = "streaming:suppressions:version"
+VERSION_KEY = "streaming:suppressions:version"
 # A process-local cache backend (the embedded default) cannot carry the version to other
 # processes: reload this often whatever it says.
 _MAX_AGE_SECONDS = 30.0
@@ -72,18 +73,18 @@ _active = _Active()
 
 
 def _version() -> object:
-    version = cache.get(_VERSION_KEY)
+    version = cache.get(VERSION_KEY)
     if version is None:
-        cache.add(_VERSION_KEY, time.time_ns(), timeout=None)
-        version = cache.get(_VERSION_KEY)
+        cache.add(VERSION_KEY, time.time_ns(), timeout=None)
+        version = cache.get(VERSION_KEY)
     return version
 
 
-def _active_hashes() -> frozenset[str] | None:
+def _active_hashes(version: object = None) -> frozenset[str] | None:
     """Every active hash (this process's copy), or None when the cache cannot say if it is
-    current."""
+    current. ``version``: the list's version when the caller read it already."""
     try:
-        version = _version()
+        version = _version() if version is None else version
     except Exception:
         logger.warning("suppression list: cache unavailable, asking the database", exc_info=True)
         return None
@@ -99,12 +100,13 @@ def _active_hashes() -> frozenset[str] | None:
     return hashes
 
 
-def suppressed_user_ids(user_ids: Iterable[str]) -> set[str]:
+def suppressed_user_ids(user_ids: Iterable[str], *, version: object = None) -> set[str]:
     """Which of ``user_ids`` belong to a person deleted on request (an active suppression).
 
-    With no suppression active (most of the time) nothing is hashed: one cache read.
+    With no suppression active (most of the time) nothing is hashed: one cache read, or none
+    when the caller read the list's ``version`` (``VERSION_KEY``) already.
     """
-    active = _active_hashes()
+    active = _active_hashes(version)
     if active is not None and not active:
         return set()
     by_hash: dict[str, str] = {}
@@ -128,9 +130,9 @@ def suppressions_changed() -> None:
     with _active.lock:
         _active.version = None
     try:
-        cache.incr(_VERSION_KEY)
+        cache.incr(VERSION_KEY)
     except ValueError:
-        cache.set(_VERSION_KEY, time.time_ns(), timeout=None)
+        cache.set(VERSION_KEY, time.time_ns(), timeout=None)
     except Exception:
         # The list is reloaded within _MAX_AGE_SECONDS anyway, and the check falls back to the
         # database while the cache is down.

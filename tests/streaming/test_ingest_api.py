@@ -96,6 +96,21 @@ def test_the_write_key_may_come_in_the_body(client, write_key, sync):
     assert write_key not in json.dumps(event.payload)
 
 
+@pytest.mark.parametrize("accept", ["text/html", "application/xml", "image/png"])
+def test_a_client_that_accepts_no_json_still_gets_its_call_stored_and_a_json_answer(
+    client, write_key, sync, accept
+):
+    # a browser's Accept header must not turn an accepted call into a 406
+    response = post(
+        client, "/v1/track", {"userId": "u1", "event": "A"}, write_key, HTTP_ACCEPT=accept
+    )
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"success": True, "duplicate": False}
+    assert Event.objects.get().event_name == "A"
+
+
 def test_the_answer_comes_after_commit_and_wakes_the_lanes(
     client, write_key, sync, monkeypatch, django_capture_on_commit_callbacks
 ):
