@@ -416,14 +416,22 @@ def lanes_release(*, token: str, due: Mapping[int, datetime | None | object]) ->
 @functools.cache
 def _lanes_release_sql() -> str:
     q = _quote
-    lane = q(Lane._meta.db_table)
+    lane, delivery = q(Lane._meta.db_table), q(Delivery._meta.db_table)
     due = q("next_attempt_at")
+    # A lane released as empty that holds a pending delivery after all (one stored after the
+    # claim read its heads) stays due: the worker claims it again at once, but if it dies first
+    # the sweeper's next pass finds it, rather than the once-a-minute search for orphans.
+    pending = (
+        f"EXISTS (SELECT 1 FROM {delivery} p WHERE p.{q('lane_id')} = {lane}.{q('id')}"
+        f" AND p.{q('status')} = '{Delivery.Status.PENDING.value}')"
+    )
     return (
         f"WITH held AS MATERIALIZED (SELECT lane.{q('id')} FROM {lane} lane"
         f" WHERE lane.{q('id')} = ANY(%s::bigint[]) AND lane.{q('lease_token')} = %s"
         f" ORDER BY lane.{q('sync_id')}, lane.{q('user_key')} FOR UPDATE)"
         f" UPDATE {lane} SET {q('leased_until')} = NULL, {q('lease_token')} = '',"
-        f" {due} = CASE WHEN ends.keep THEN {lane}.{due} ELSE ends.due END"
+        f" {due} = CASE WHEN ends.keep THEN {lane}.{due} WHEN ends.due IS NOT NULL THEN ends.due"
+        f" WHEN {pending} THEN now() ELSE NULL END"
         " FROM held JOIN unnest(%s::bigint[], %s::boolean[], %s::timestamptz[])"
         f" AS ends(id, keep, due) ON ends.id = held.{q('id')}"
         f" WHERE {lane}.{q('id')} = held.{q('id')}"

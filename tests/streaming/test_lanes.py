@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from integrations.models import Destination, Sync
-from streaming.delivery.lanes import LaneLease, lane_drain, lanes_drain
+from streaming.delivery.lanes import LaneClaim, LaneLease, lane_drain, lanes_drain
 from streaming.delivery.sweep import lanes_sweep, retention_purge
 from streaming.models import Delivery, DeliveryAttempt, Event, Lane
 from tests.streaming.delivery_setup import drain_all, identify, ingest, statuses, sync_into, track
@@ -177,6 +177,23 @@ def test_an_emptied_lane_has_no_due_time(intercom_sandbox):
     assert lane.next_attempt_at is None and lane.leased_until is None
     # a late wake-up for it finds nothing to claim
     assert LaneLease.claim(lane_id=delivery.lane_id) is None
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement release")
+def test_a_lane_released_as_empty_that_holds_a_later_delivery_stays_due(intercom_sandbox):
+    sync = sync_into(intercom_sandbox)
+    (first,) = ingest(sync, [identify("late")])
+    # given a worker claimed the lane, and a call was stored after the claim read its heads
+    claim = LaneClaim.take(lane_ids=[first.lane_id])
+    assert [d.pk for d in claim.heads[first.lane_id]] == [first.pk]
+    (late,) = ingest(sync, [track("late", "After the claim")])
+    # when the worker releases the lane as empty (and dies before it claims it again)
+    claim.release({first.lane_id: ("empty", None)})
+    # then the lane stays due, so the sweeper's next pass finds it, not only the orphan search
+    lane = Lane.objects.get(pk=first.lane_id)
+    assert lane.leased_until is None
+    assert lane.next_attempt_at is not None and lane.next_attempt_at <= timezone.now()
+    assert Delivery.objects.get(pk=late.pk).status == Delivery.Status.PENDING
 
 
 def test_a_wake_up_of_single_delivery_lanes_costs_two_statements_a_lane_and_three_in_all(
